@@ -1,0 +1,124 @@
+"""The Python API: the same as the command line, from a notebook.
+
+    import genbench
+    store = genbench.open_store("genbench-results")
+    board = genbench.run()                       # the embedded default grid
+    genbench.evaluate(["rademacher"], store=store)
+    store.runs(), store.measure_values()         # pandas DataFrames
+    genbench.leaderboard(store)                  # a DataFrame
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from genbench.engine import Engine, resolve_measures, resolve_runs
+from genbench.errors import StoreError
+from genbench.measures.base import options_hash
+from genbench.plugins import registry
+from genbench.report.leaderboard import build_leaderboard
+from genbench.schemas import ComponentRef, ExperimentSpec, parse_spec
+from genbench.store import Store
+
+SpecLike = ExperimentSpec | str | Path | dict[str, Any] | None
+StoreLike = Store | str | Path | None
+
+
+def open_store(path: str | Path | None = None, create: bool = True) -> Store:
+    """The store at ``path`` (default ``$GENBENCH_STORE`` or ``./genbench-results``)."""
+    return Store(path, create=create)
+
+
+def _store(store: StoreLike) -> Store:
+    return store if isinstance(store, Store) else open_store(store)
+
+
+def load_spec(spec: SpecLike) -> ExperimentSpec:
+    """An ExperimentSpec from a spec, a TOML path, a dict, or None (the embedded default)."""
+    if spec is None:
+        return ExperimentSpec()
+    if isinstance(spec, ExperimentSpec):
+        return spec
+    if isinstance(spec, dict):
+        return parse_spec(ExperimentSpec, spec, source="experiment spec")
+    return ExperimentSpec.from_toml(spec)
+
+
+def measure_refs(measures: Iterable[str | dict | ComponentRef] | None) -> list[ComponentRef] | None:
+    if measures is None:
+        return None
+    return [m if isinstance(m, ComponentRef) else ComponentRef.model_validate(m) for m in measures]
+
+
+def run(
+    spec: SpecLike = None,
+    store: StoreLike = None,
+    device: str | None = None,
+    evaluate: bool = True,
+    reporter: Any = None,
+    data_dir: str | None = None,
+) -> pd.DataFrame:
+    """Train every run of ``spec`` missing from the store, evaluate its measures, and
+    return the leaderboard of the spec's runs."""
+    experiment = load_spec(spec)
+    target = _store(store)
+    engine = Engine(target, device=device, data_dir=data_dir, reporter=reporter)
+    runs = resolve_runs(experiment)
+    measures = resolve_measures(experiment.measures)
+    engine.train(runs)
+    if evaluate:
+        engine.evaluate(measures, [r.run_id for r in runs])
+    return leaderboard(target, run_ids=[r.run_id for r in runs])
+
+
+def evaluate(
+    measures: Iterable[str | dict | ComponentRef],
+    store: StoreLike = None,
+    spec: SpecLike = None,
+    device: str | None = None,
+    reporter: Any = None,
+    data_dir: str | None = None,
+) -> pd.DataFrame:
+    """Evaluate ``measures`` on the runs of ``spec`` (training what is missing first), or
+    on every run in the store when ``spec`` is None. Returns the values computed now."""
+    target = _store(store)
+    resolved = resolve_measures(measure_refs(measures))
+    engine = Engine(target, device=device, data_dir=data_dir, reporter=reporter)
+    run_ids = None
+    if spec is not None:
+        runs = resolve_runs(load_spec(spec))
+        engine.train(runs)
+        run_ids = [r.run_id for r in runs]
+    elif not target.run_ids():
+        raise StoreError(f"store {target.root} has no runs; train some with `genbench run` or pass a spec")
+    values = engine.evaluate(resolved, run_ids)
+    return pd.DataFrame([v.model_dump() for v in values])
+
+
+def measure_kinds() -> tuple[dict[str, str], dict[str, str]]:
+    """(kind, canonical default-options JSON) of every registered measure."""
+    import json
+
+    kinds, defaults = {}, {}
+    for name, measure in registry("measures").items():
+        kinds[name] = measure.kind
+        defaults[name] = json.dumps(measure.Options().model_dump(mode="json"), sort_keys=True)
+    return kinds, defaults
+
+
+def leaderboard(store: StoreLike = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Every measure in the store scored against the generalization gap (a DataFrame)."""
+    target = _store(store)
+    runs, values = target.runs(), target.measure_values()
+    if run_ids is not None:
+        wanted = set(run_ids)
+        runs = runs[runs["run_id"].isin(wanted)]
+        values = values[values["run_id"].isin(wanted)]
+    kinds, defaults = measure_kinds()
+    return build_leaderboard(runs, values, kinds, defaults)
+
+
+__all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec", "options_hash"]

@@ -1,0 +1,1 @@
+"""The ``genbench`` command line (typer); one module per command group."""

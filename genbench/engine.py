@@ -1,0 +1,351 @@
+"""Orchestration: spec → missing runs → train → evaluate. Every stage reads and writes the store."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from genbench import __version__
+from genbench.datasets import Dataset
+from genbench.errors import GenbenchError, MeasureError, SpecError
+from genbench.measures.base import MeasureContext, TrainingLog, options_hash
+from genbench.plugins import registry
+from genbench.schemas import (
+    ComponentRef,
+    CorruptionSpec,
+    ExperimentSpec,
+    MeasureValue,
+    Options,
+    RunResult,
+    RunSpec,
+    content_hash,
+    format_validation_error,
+)
+from genbench.store import Store
+from genbench.training import EnsembleTrainer, MemberOutcome, accuracy_and_loss, derive_seed, pick_device, predict
+
+from pydantic import ValidationError
+
+#: Members trained together at most (larger groups are split).
+MAX_ENSEMBLE = 64
+
+
+def validated_options(kind: str, ref: ComponentRef | CorruptionSpec) -> Options:
+    """The component's Options built from ``ref.options`` (unknown fields are errors)."""
+    component = registry(kind).get(ref.name)
+    try:
+        return component.Options(**ref.options)
+    except ValidationError as exc:
+        noun = registry(kind).kind
+        raise SpecError(f"invalid options for {noun} '{ref.name}': {format_validation_error(exc)}") from None
+
+
+def normalized(kind: str, ref: ComponentRef) -> ComponentRef:
+    """``ref`` with its options validated and every default filled in (stable run ids)."""
+    options = validated_options(kind, ref)
+    return ComponentRef(name=ref.name, options=options.model_dump(mode="json"))
+
+
+def resolve_runs(spec: ExperimentSpec) -> list[RunSpec]:
+    """Expand the grid, checking every name and option and normalizing options."""
+    datasets = {d.name: normalized("datasets", d) for d in spec.datasets}
+    models = {m.name + repr(m.options): normalized("models", m) for m in spec.models}
+    corruptions = {c.name: normalized("corruptions", c) for c in spec.corruptions}
+    runs = []
+    for run in spec.expand():
+        runs.append(
+            run.model_copy(
+                update={
+                    "dataset": datasets[run.dataset.name],
+                    "model": models[run.model.name + repr(run.model.options)],
+                    "corruption": run.corruption.model_copy(
+                        update={"options": corruptions[run.corruption.name].options}
+                    ),
+                }
+            )
+        )
+    seen: dict[str, RunSpec] = {}
+    for run in runs:
+        seen.setdefault(run.run_id, run)
+    return list(seen.values())
+
+
+def resolve_measures(refs: Iterable[ComponentRef] | None) -> list[tuple[Any, Options]]:
+    """(measure, options) pairs; ``None`` = every registered measure with default options."""
+    measures = registry("measures")
+    if refs is None:
+        return [(measure, measure.Options()) for _, measure in measures.items()]
+    return [(measures.get(ref.name), validated_options("measures", ref)) for ref in refs]
+
+
+_DATA_CACHE: dict[str, Dataset] = {}
+
+
+def prepare_data(run: RunSpec, data_dir: str | None = None) -> Dataset:
+    """The run's dataset with its corruption applied (deterministic in the spec)."""
+    key = content_hash(
+        {
+            "dataset": run.dataset.model_dump(mode="json"),
+            "corruption": run.corruption.model_dump(mode="json"),
+            "test_labels": run.test_labels,
+            "data_dir": data_dir,
+        }
+    )
+    if key not in _DATA_CACHE:
+        factory = registry("datasets").get(run.dataset.name)
+        dataset = factory.load(validated_options("datasets", run.dataset), data_dir)
+        corruption = registry("corruptions").get(run.corruption.name)
+        options = validated_options("corruptions", run.corruption)
+        corrupted = corruption.apply(dataset, run.corruption.level, run.corruption.seed, options, run.test_labels)
+        if len(_DATA_CACHE) > 64:
+            _DATA_CACHE.clear()
+        _DATA_CACHE[key] = corrupted
+    return _DATA_CACHE[key]
+
+
+def model_builder(run: RunSpec, dataset: Dataset, num_classes: int | None = None) -> Callable[[], nn.Module]:
+    factory = registry("models").get(run.model.name)
+    options = validated_options("models", run.model)
+    classes = dataset.num_classes if num_classes is None else num_classes
+    factory.build(dataset.input_shape, classes, options)  # fail early, with the model's own message
+    return lambda: factory.build(dataset.input_shape, classes, options)
+
+
+def build_model(run: RunSpec, dataset: Dataset, state: dict[str, torch.Tensor]) -> nn.Module:
+    model = model_builder(run, dataset)()
+    model.load_state_dict(state)
+    return model
+
+
+def group_runs(runs: list[RunSpec]) -> list[list[RunSpec]]:
+    """Runs that can train as one ensemble, split into chunks of at most MAX_ENSEMBLE."""
+    groups: dict[str, list[RunSpec]] = defaultdict(list)
+    for run in runs:
+        groups[run.group_key()].append(run)
+    chunks = []
+    for members in groups.values():
+        for start in range(0, len(members), MAX_ENSEMBLE):
+            chunks.append(members[start : start + MAX_ENSEMBLE])
+    return chunks
+
+
+@dataclass
+class TrainSummary:
+    requested: int
+    already_done: int
+    trained: list[RunResult] = field(default_factory=list)
+
+
+class Retrainer:
+    """Trains the architecture of ``run`` with its recipe on other labels (for measures)."""
+
+    def __init__(self, run: RunSpec, dataset: Dataset, device: torch.device) -> None:
+        self.run, self.dataset, self.device = run, dataset, device
+        self.vmappable = registry("models").get(run.model.name).vmappable
+
+    def fit(
+        self,
+        labels: torch.Tensor,
+        seeds: list[int],
+        num_classes: int | None = None,
+        train_indices: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
+    ) -> list[nn.Module]:
+        build = model_builder(self.run, self.dataset, num_classes)
+        trainer = EnsembleTrainer(self.run.train, self.device, self.vmappable)
+        x = self.dataset.x_train if inputs is None else inputs
+        outcomes = trainer.fit(build, x, labels, seeds, train_indices=train_indices)
+        models = []
+        for outcome in outcomes:
+            model = build()
+            model.load_state_dict(outcome.final_state)
+            models.append(model.to(self.device).eval())
+        return models
+
+    def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        return predict(model, inputs, self.device)
+
+
+class Engine:
+    """Trains and evaluates against one store; ``reporter`` receives progress events."""
+
+    def __init__(self, store: Store, device: str | None = None, data_dir: str | None = None, reporter=None) -> None:
+        self.store = store
+        self.device = pick_device(device)
+        self.data_dir = data_dir
+        self.reporter = reporter or NullReporter()
+
+    # ------------------------------------------------------------ training
+    def train(self, runs: list[RunSpec], executor: str = "local") -> TrainSummary:
+        done = self.store.finished_ids(r.run_id for r in runs)
+        missing = [r for r in runs if r.run_id not in done]
+        summary = TrainSummary(requested=len(runs), already_done=len(runs) - len(missing))
+        if not missing:
+            return summary
+        groups = group_runs(missing)
+        self.reporter.start_training(len(missing), sum(r.train.max_steps for r in missing))
+        runner = registry("executors").get(executor)
+        for results in runner.map(self._train_group, groups):
+            summary.trained.extend(results)
+        self.reporter.stop()
+        return summary
+
+    def _train_group(self, runs: list[RunSpec]) -> list[RunResult]:
+        datasets = [prepare_data(run, self.data_dir) for run in runs]
+        first = datasets[0]
+        shared_inputs = all(d.x_train is first.x_train for d in datasets)
+        inputs = first.x_train if shared_inputs else torch.stack([d.x_train for d in datasets])
+        labels = torch.stack([d.y_train for d in datasets])
+        build = model_builder(runs[0], first)
+        vmappable = registry("models").get(runs[0].model.name).vmappable
+        trainer = EnsembleTrainer(runs[0].train, self.device, vmappable)
+        num_parameters = sum(p.numel() for p in build().parameters())
+        results: list[RunResult] = []
+
+        def save(outcome: MemberOutcome) -> None:
+            run, dataset = runs[outcome.index], datasets[outcome.index]
+            result = self._result(run, dataset, outcome, build, num_parameters)
+            self.store.save_run(run, result, outcome.initial_state, outcome.final_state)
+            results.append(result)
+            self.reporter.run_done(run, result)
+
+        self.reporter.group_started(runs)
+        trainer.fit(
+            build,
+            inputs,
+            labels,
+            [run.seed for run in runs],
+            per_member_inputs=not shared_inputs,
+            on_member_done=save,
+            on_step=self.reporter.steps,
+        )
+        return results
+
+    def _result(self, run, dataset, outcome: MemberOutcome, build, num_parameters: int) -> RunResult:
+        model = build()
+        model.load_state_dict(outcome.final_state)
+        test_accuracy, test_loss = accuracy_and_loss(predict(model, dataset.x_test, self.device), dataset.y_test)
+        clean = dataset.clean_train_labels()
+        return RunResult(
+            run_id=run.run_id,
+            status=outcome.status,
+            train_accuracy=outcome.train_accuracy,
+            train_loss=outcome.train_loss,
+            test_accuracy=test_accuracy,
+            test_loss=test_loss,
+            gap=outcome.train_accuracy - test_accuracy,
+            steps=outcome.steps,
+            epochs=outcome.epochs,
+            steps_to_fit=outcome.steps_to_fit,
+            loss_curve=outcome.loss_curve,
+            wall_time=outcome.wall_time,
+            device=str(self.device),
+            num_train=dataset.num_train,
+            num_test=dataset.num_test,
+            num_classes=dataset.num_classes,
+            num_parameters=num_parameters,
+            labels_changed=(dataset.y_train != clean).float().mean().item(),
+            genbench_version=__version__,
+        )
+
+    # ---------------------------------------------------------- evaluation
+    def context(self, run: RunSpec, result: RunResult, measure_name: str) -> MeasureContext:
+        dataset = prepare_data(run, self.data_dir)
+        model = build_model(run, dataset, self.store.load_checkpoint(run.run_id, "final")).to(self.device).eval()
+        initial = build_model(run, dataset, self.store.load_checkpoint(run.run_id, "init")).to(self.device).eval()
+        log = TrainingLog(
+            status=result.status,
+            steps=result.steps,
+            epochs=result.epochs,
+            steps_to_fit=result.steps_to_fit,
+            train_accuracy=result.train_accuracy,
+            train_loss=result.train_loss,
+            loss_curve=list(result.loss_curve),
+        )
+        generator = torch.Generator().manual_seed(derive_seed(run.seed, f"measure:{measure_name}"))
+        return MeasureContext(
+            spec=run,
+            model=model,
+            initial_model=initial,
+            train_inputs=dataset.x_train.to(self.device),
+            train_labels=dataset.y_train.to(self.device),
+            num_classes=dataset.num_classes,
+            training_log=log,
+            device=self.device,
+            generator=generator,
+            retrainer=Retrainer(run, dataset, self.device),
+        )
+
+    def evaluate(self, measures: list[tuple[Any, Options]], run_ids: list[str] | None = None) -> list[MeasureValue]:
+        """Compute every (measure, options) on every run that lacks it; return the new values."""
+        pairs = list(self.store.iter_runs(run_ids))
+        todo = []
+        for measure, options in measures:
+            digest = options_hash(options)
+            for run, result in pairs:
+                if not self.store.has_measure_value(run.run_id, measure.name, measure.version, digest):
+                    todo.append((measure, options, digest, run, result))
+        if not todo:
+            return []
+        self.reporter.start_evaluation(len(todo))
+        values = []
+        for measure, options, digest, run, result in todo:
+            values.append(self._evaluate_one(measure, options, digest, run, result))
+        self.reporter.stop()
+        return values
+
+    def _evaluate_one(self, measure, options, digest, run, result) -> MeasureValue:
+        self.reporter.evaluating(measure.name, run)
+        started = time.perf_counter()
+        error = None
+        try:
+            value = float(measure.compute(self.context(run, result, measure.name), options))
+        except GenbenchError:
+            raise
+        except Exception as exc:  # one broken measure must not lose the others' values
+            origin = getattr(measure, "origin", None)
+            where = f" ({origin})" if origin else ""
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.reporter.warn(f"measure {measure.name}{where} failed on run {run.run_id}: {error}")
+            value = math.nan
+        record = MeasureValue(
+            run_id=run.run_id,
+            measure=measure.name,
+            version=measure.version,
+            options_hash=digest,
+            options=options.model_dump(mode="json"),
+            value=value,
+            seconds=time.perf_counter() - started,
+            error=error,
+        )
+        self.store.save_measure_value(record)
+        self.reporter.evaluated()
+        return record
+
+
+class NullReporter:
+    """Progress sink that ignores everything (library use, tests)."""
+
+    def start_training(self, runs: int, steps: int) -> None: ...
+    def group_started(self, runs: list[RunSpec]) -> None: ...
+    def steps(self, members: int) -> None: ...
+    def run_done(self, run: RunSpec, result: RunResult) -> None: ...
+    def start_evaluation(self, total: int) -> None: ...
+    def evaluating(self, measure: str, run: RunSpec) -> None: ...
+    def evaluated(self) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+def check_measure_names(names: Iterable[str]) -> None:
+    for name in names:
+        registry("measures").get(name)
+
+
+__all__ = ["Engine", "resolve_runs", "resolve_measures", "prepare_data", "MeasureError"]

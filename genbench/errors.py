@@ -1,0 +1,68 @@
+"""Errors that reach the user as one line, and the exit codes that go with them."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes of the ``genbench`` command."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    INVALID_SPEC = 3
+    UNKNOWN_NAME = 4
+    STORE_ERROR = 5
+    DATA_ERROR = 6
+    PLUGIN_ERROR = 7
+    MEASURE_ERROR = 8
+    INTERRUPTED = 130
+
+
+class GenbenchError(Exception):
+    """Base class: an error whose message is fit to show a user as one line."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+
+class SpecError(GenbenchError):
+    """An experiment or run specification is invalid."""
+
+    exit_code = ExitCode.INVALID_SPEC
+
+
+class UnknownNameError(GenbenchError):
+    """A dataset, model, corruption, measure or executor name is not registered."""
+
+    exit_code = ExitCode.UNKNOWN_NAME
+
+
+class DuplicateNameError(GenbenchError):
+    """Two plugins registered the same name in one registry."""
+
+    exit_code = ExitCode.PLUGIN_ERROR
+
+
+class PluginError(GenbenchError):
+    """A plugin failed to load or to register its components."""
+
+    exit_code = ExitCode.PLUGIN_ERROR
+
+
+class StoreError(GenbenchError):
+    """The result store is missing, unreadable or inconsistent."""
+
+    exit_code = ExitCode.STORE_ERROR
+
+
+class DataError(GenbenchError):
+    """A dataset could not be built or read."""
+
+    exit_code = ExitCode.DATA_ERROR
+
+
+class MeasureError(GenbenchError):
+    """A measure could not be computed on a run."""
+
+    exit_code = ExitCode.MEASURE_ERROR

@@ -1,0 +1,100 @@
+"""The measure contract and the context a measure is computed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from genbench.schemas import Options, RunSpec, content_hash
+
+MeasureKind = Literal["complexity", "capability"]
+REQUIREMENTS = frozenset({"init_weights", "train_data", "training_log", "retrain"})
+
+
+class NoOptions(Options):
+    """A measure without options."""
+
+
+@dataclass(frozen=True)
+class TrainingLog:
+    """What training recorded, without anything computed on test data."""
+
+    status: str
+    steps: int
+    epochs: float
+    steps_to_fit: int | None
+    train_accuracy: float
+    train_loss: float
+    loss_curve: list[tuple[int, float]]
+
+
+@dataclass
+class MeasureContext:
+    """Everything a measure may look at for one run. Never the test set.
+
+    ``model`` is the final network in eval mode on ``device``; ``initial_model``
+    the same architecture at its initialization; ``train_inputs`` and
+    ``train_labels`` the training set exactly as the model was trained on it
+    (corrupted labels included); ``retrainer`` trains the same architecture with
+    the same recipe on other labels (for measures that declare ``retrain``).
+    """
+
+    spec: RunSpec
+    model: nn.Module
+    initial_model: nn.Module
+    train_inputs: torch.Tensor
+    train_labels: torch.Tensor
+    num_classes: int
+    training_log: TrainingLog
+    device: torch.device
+    generator: torch.Generator
+    retrainer: Any = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_inputs.shape[1:])
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_inputs.shape[0])
+
+
+@runtime_checkable
+class Measure(Protocol):
+    """A generalization measure (see DESIGN: the measure contract).
+
+    kind "complexity": larger predicts a larger generalization gap.
+    kind "capability": an estimate in [0, 1] of how much better than chance the
+    model does on clean test data (0 = chance); must be ≈ 0 at p_c = 1.
+    """
+
+    name: str
+    kind: MeasureKind
+    version: str
+    requires: frozenset[str]
+    Options: type[Options]
+
+    def compute(self, ctx: MeasureContext, options: Any) -> float: ...
+
+
+class BaseMeasure:
+    """Convenience base: no options, no requirements. Subclasses set the rest."""
+
+    name: ClassVar[str]
+    kind: ClassVar[MeasureKind] = "complexity"
+    version: ClassVar[str] = "1"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    Options: ClassVar[type[Options]] = NoOptions
+
+    @property
+    def description(self) -> str:
+        doc = (type(self).__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+def options_hash(options: Options) -> str:
+    return content_hash(options.model_dump(mode="json"))

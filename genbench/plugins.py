@@ -1,0 +1,204 @@
+"""Plugin discovery: built-ins and entry points of group ``genbench``, loaded one at a time.
+
+A plugin that fails to import, or fails inside one of its hooks, costs one warning
+line on stderr; everything else keeps working. ``GENBENCH_STRICT_PLUGINS=1``
+re-raises instead (for plugin authors). ``GENBENCH_LOAD_PLUGINS`` selects the
+entry points to load: unset = all, empty = none, ``a,b`` = only those names.
+Built-in components always load: they register through the same hooks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as metadata
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from genbench import hookspecs
+from genbench.errors import GenbenchError, PluginError
+from genbench.registry import Origin, Registry
+
+ENTRY_POINT_GROUP = "genbench"
+
+#: hook name -> (registry key, singular noun used in messages)
+HOOKS: dict[str, tuple[str, str]] = {
+    "register_datasets": ("datasets", "dataset"),
+    "register_corruptions": ("corruptions", "corruption"),
+    "register_models": ("models", "model"),
+    "register_measures": ("measures", "measure"),
+    "register_executors": ("executors", "executor"),
+}
+
+BUILTIN_MODULES = (
+    "genbench.datasets",
+    "genbench.corruptions",
+    "genbench.models",
+    "genbench.measures",
+    "genbench.executors",
+)
+
+
+@dataclass
+class PluginRecord:
+    """What one plugin is and what it did at load time."""
+
+    name: str
+    distribution: str
+    version: str
+    status: str = "loaded"  # loaded | failed | skipped
+    error: str | None = None
+    registered: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.name, self.distribution, self.version)
+
+
+@dataclass
+class Plugins:
+    """The loaded plugin set: one registry per component kind, and a record per plugin."""
+
+    registries: dict[str, Registry[Any]]
+    records: list[PluginRecord]
+
+    def registry(self, kind: str) -> Registry[Any]:
+        return self.registries[kind]
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _strict() -> bool:
+    return os.environ.get("GENBENCH_STRICT_PLUGINS", "") not in ("", "0")
+
+
+def _selected(names: Iterable[str]) -> set[str] | None:
+    """Entry-point names to load according to GENBENCH_LOAD_PLUGINS (None = all)."""
+    raw = os.environ.get("GENBENCH_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _genbench_version() -> str:
+    from genbench import __version__
+
+    return __version__
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def discover_entry_points() -> list[metadata.EntryPoint]:
+    """Entry points of group ``genbench`` of every installed distribution."""
+    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_plugins(entry_points: list[metadata.EntryPoint] | None = None) -> Plugins:
+    """Build a fresh plugin set: the built-ins, then each selected entry point."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    builtin = PluginRecord("genbench", "genbench", _genbench_version())
+    records: list[PluginRecord] = [builtin]
+    by_name: dict[str, PluginRecord] = {builtin.name: builtin}  # plugin name -> the record that owns it
+    for module_name in BUILTIN_MODULES:
+        manager.register(importlib.import_module(module_name), name=module_name)
+
+    points = discover_entry_points() if entry_points is None else entry_points
+    wanted = _selected(point.name for point in points)
+    for point in points:
+        distribution = getattr(point, "dist", None)
+        record = PluginRecord(
+            name=point.name,
+            distribution=distribution.name if distribution is not None else point.name,
+            version=distribution.version if distribution is not None else "unknown",
+        )
+        records.append(record)
+        if wanted is not None and point.name not in wanted:
+            record.status = "skipped"
+            continue
+        if point.name in by_name:  # two distributions (or one and genbench) claim one plugin name
+            record.status = "failed"
+            record.error = f"not loaded: the plugin name '{point.name}' is already taken by {by_name[point.name].origin}"
+            if _strict():
+                raise PluginError(f"plugin {point.name} ({record.distribution} {record.version}) {record.error}")
+            _warn(f"plugin {point.name} ({record.distribution} {record.version}) {record.error}")
+            continue
+        by_name[point.name] = record
+        try:
+            module = point.load()
+            manager.register(module, name=f"entry-point:{point.name}")
+        except Exception as exc:  # a broken plugin must not break genbench
+            record.status, record.error = "failed", f"failed to load: {_describe(exc)}"
+            if _strict():
+                raise PluginError(f"plugin {point.name}: {record.error}") from exc
+            _warn(f"plugin {point.name} ({record.distribution} {record.version}) {record.error}")
+
+    registries = {key: Registry[Any](noun) for key, noun in HOOKS.values()}
+    for hook_name, (key, noun) in HOOKS.items():
+        implementations = getattr(manager.hook, hook_name).get_hookimpls()
+        # Built-ins first, whatever tryfirst/trylast a plugin asks for: on a name clash the
+        # plugin is the one that fails, never genbench itself.
+        implementations.sort(key=lambda impl: manager.get_name(impl.plugin) not in BUILTIN_MODULES)
+        for implementation in implementations:
+            plugin_name = manager.get_name(implementation.plugin)
+            record = builtin if plugin_name in BUILTIN_MODULES else by_name[plugin_name.split(":", 1)[1]]
+            _call_hook(implementation.function, hook_name, registries[key], key, record)
+    return Plugins(registries=registries, records=records)
+
+
+def _call_hook(
+    function: Callable[..., Any],
+    hook_name: str,
+    registry: Registry[Any],
+    key: str,
+    record: PluginRecord,
+) -> None:
+    def register(component: Any) -> None:
+        name = getattr(component, "name", None)
+        registry.add(name, component, record.origin)
+        try:
+            component.origin = record.origin
+        except (AttributeError, TypeError):
+            pass
+        record.registered.setdefault(key, []).append(name)
+
+    try:
+        function(register=register)
+    except Exception as exc:
+        if record.name == "genbench" or _strict():
+            if isinstance(exc, GenbenchError):
+                raise
+            raise PluginError(f"{record.origin} failed in {hook_name}: {_describe(exc)}") from exc
+        message = str(exc) if isinstance(exc, GenbenchError) else _describe(exc)
+        record.status, record.error = "failed", f"failed in {hook_name}: {message}"
+        _warn(f"{record.origin} {record.error}")
+
+
+_current: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugin set, loaded on first use."""
+    global _current
+    if _current is None:
+        _current = load_plugins()
+    return _current
+
+
+def reset_plugins() -> None:
+    """Forget the loaded plugin set (the next access loads again)."""
+    global _current
+    _current = None
+
+
+def registry(kind: str) -> Registry[Any]:
+    """The registry of ``kind``: datasets, corruptions, models, measures or executors."""
+    return get_plugins().registry(kind)

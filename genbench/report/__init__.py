@@ -1,0 +1,1 @@
+"""Rendering of scored results (leaderboards)."""

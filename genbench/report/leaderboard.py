@@ -1,0 +1,172 @@
+"""The leaderboard: every measure scored against the measured generalization gap.
+
+Scores are oriented so that larger is better for every row: a capability score
+predicts a *smaller* gap, so its correlations are taken with its negation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from genbench.scoring import granulated_kendall, kendall_tau, noisy_oracle
+
+AXES = ("dataset", "model", "corruption", "level", "train_config", "test_labels")
+ORACLE_STDS = (0.02, 0.05)
+ORACLE_SEED = 0
+AXIOM_TOLERANCE = 0.05
+COLUMNS = [
+    "measure",
+    "kind",
+    "reference",
+    "runs",
+    "tau_gap",
+    "psi",
+    "tau_level",
+    "axiom",
+    "axiom_value",
+    "seconds_per_run",
+]
+Format = Literal["table", "markdown", "csv", "json"]
+
+
+def _label(measure: str, options_json: str, default_options: dict[str, str]) -> str:
+    if default_options.get(measure) in (None, options_json):
+        return measure
+    options = json.loads(options_json)
+    inner = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+    return f"{measure}[{inner}]"
+
+
+def latest_values(values: pd.DataFrame, default_options: dict[str, str]) -> pd.DataFrame:
+    """Values of each measure's newest version, one label per distinct options."""
+    if values.empty:
+        return values.assign(label=pd.Series(dtype=str))
+    frame = values.copy()
+    newest = frame.sort_values("created_at").groupby("measure")["version"].last()
+    frame = frame[frame["version"] == frame["measure"].map(newest)]
+    frame["label"] = [_label(m, o, default_options) for m, o in zip(frame["measure"], frame["options_json"])]
+    return frame
+
+
+def _score_row(frame: pd.DataFrame, column: str, kind: str, axes: list[str], reference: bool) -> dict:
+    sign = -1.0 if kind == "capability" else 1.0
+    oriented = sign * frame[column].astype(float)
+    scored = frame.assign(_oriented=oriented)
+    finite = scored[np.isfinite(scored["_oriented"]) | np.isinf(scored["_oriented"])]
+    psi, _ = granulated_kendall(finite, "_oriented", "gap", axes) if axes else (math.nan, {})
+    axiom, axiom_value = "n/a", None
+    if kind == "capability":
+        at_one = frame.loc[np.isclose(frame["level"], 1.0), column].astype(float)
+        if len(at_one) and at_one.notna().any():
+            axiom_value = float(at_one.mean())
+            axiom = "pass" if abs(axiom_value) <= AXIOM_TOLERANCE else "fail"
+    return {
+        "kind": "reference" if reference else kind,
+        "reference": reference,
+        "runs": int(frame[column].notna().sum()),
+        "tau_gap": kendall_tau(oriented, frame["gap"]),
+        "psi": psi,
+        "tau_level": kendall_tau(oriented, frame["level"]),
+        "axiom": axiom,
+        "axiom_value": axiom_value,
+    }
+
+
+def build_leaderboard(runs: pd.DataFrame, values: pd.DataFrame, kinds: dict[str, str], default_options: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per measure (and per non-default options), plus the noisy-oracle
+    reference rows, sorted by τ with the gap (best first)."""
+    default_options = default_options or {}
+    if runs.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    runs = runs.copy()
+    axes = [a for a in AXES if a in runs.columns and runs[a].nunique(dropna=False) > 1]
+    rows = []
+    latest = latest_values(values, default_options)
+    for label, group in latest.groupby("label", sort=True):
+        measure = group["measure"].iloc[0]
+        merged = runs.merge(group[["run_id", "value", "seconds"]], on="run_id", how="inner")
+        if merged.empty:
+            continue
+        row = _score_row(merged, "value", kinds.get(measure, "complexity"), axes, reference=False)
+        row.update(measure=label, seconds_per_run=float(merged["seconds"].mean()))
+        rows.append(row)
+    for std in ORACLE_STDS:
+        oracle = runs.assign(oracle=noisy_oracle(runs["gap"].to_numpy(dtype=float), std, ORACLE_SEED))
+        row = _score_row(oracle, "oracle", "complexity", axes, reference=True)
+        row.update(measure=f"oracle (gap + N(0, {std}²))", seconds_per_run=0.0)
+        rows.append(row)
+    board = pd.DataFrame(rows, columns=COLUMNS)
+    board = board.sort_values("tau_gap", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    return board
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:+.{digits}f}" if digits == 3 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _display_rows(board: pd.DataFrame) -> list[list[str]]:
+    rows = []
+    for record in board.to_dict("records"):
+        axiom = record["axiom"]
+        if axiom != "n/a" and record["axiom_value"] is not None:
+            axiom = f"{axiom} ({record['axiom_value']:.3f})"
+        rows.append(
+            [
+                record["measure"],
+                record["kind"],
+                _fmt(record["tau_gap"]),
+                _fmt(record["psi"]),
+                _fmt(record["tau_level"]),
+                axiom,
+                f"{record['seconds_per_run']:.3f}",
+                str(record["runs"]),
+            ]
+        )
+    return rows
+
+
+HEADERS = ["measure", "kind", "τ(gap)", "Ψ", "τ(p_c)", "p_c=1 check", "s/run", "runs"]
+FOOTNOTE = (
+    "τ: Kendall tau-b over all runs; Ψ: granulated Kendall (mean over grid axes); capability scores "
+    "enter negated, so for every row larger is better. p_c=1 check: a capability score must be "
+    f"≈ 0 (|mean| ≤ {AXIOM_TOLERANCE}) where labels are pure noise. Reference rows are the gap plus noise."
+)
+
+
+def render(board: pd.DataFrame, fmt: Format = "table", title: str = "genbench leaderboard") -> str:
+    """The leaderboard as text in ``fmt`` (table = a rich table)."""
+    if fmt == "csv":
+        return board.to_csv(index=False)
+    if fmt == "json":
+        records = board.replace({np.nan: None}).to_dict("records")
+        return json.dumps(records, indent=2, allow_nan=False)
+    rows = _display_rows(board)
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+        for row in rows:
+            if row[1] == "reference":
+                row = [f"*{cell}*" for cell in row]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+        return "\n".join(lines) + "\n\n" + FOOTNOTE + "\n"
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption=FOOTNOTE, caption_justify="left")
+    for header in HEADERS:
+        table.add_column(header, justify="left" if header in ("measure", "kind", "p_c=1 check") else "right")
+    for row in rows:
+        style = "dim italic" if row[1] == "reference" else ("red" if row[5].startswith("fail") else None)
+        table.add_row(*row, style=style)
+    buffer = io.StringIO()
+    Console(file=buffer, width=120, force_terminal=False).print(table)
+    return buffer.getvalue()

@@ -1,0 +1,282 @@
+"""Every record that crosses a boundary: specs in, results out (pydantic v2)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from genbench.errors import SpecError
+
+JSON_CONFIG = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
+
+
+class Options(BaseModel):
+    """Base class of every component's options: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def canonical_json(data: Any) -> str:
+    """JSON with sorted keys and no whitespace: the input of every content hash."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def content_hash(data: Any, length: int = 16) -> str:
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:length]
+
+
+class ComponentRef(BaseModel):
+    """A registered component by name, with its options.
+
+    In TOML either a bare name (``"mlp"``) or a table whose keys other than
+    ``name`` are options (``{ name = "mlp", hidden = [256, 256] }``).
+    """
+
+    model_config = JSON_CONFIG
+    name: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "name" in value and "options" not in value:
+            rest = {k: v for k, v in value.items() if k != "name"}
+            return {"name": value["name"], "options": rest}
+        return value
+
+    def label(self) -> str:
+        if not self.options:
+            return self.name
+        inner = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.name}({inner})"
+
+
+Level = float
+
+
+def _check_level(value: float) -> float:
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0) or math.isnan(value):
+        raise ValueError(f"corruption level p_c must be in [0, 1], got {value}")
+    return float(value)
+
+
+class CorruptionSpec(BaseModel):
+    """One corruption of the training data: kind, level p_c in [0, 1], seed."""
+
+    model_config = JSON_CONFIG
+    name: str = "labels"
+    level: float = 0.0
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("level")
+    @classmethod
+    def _level_in_unit_interval(cls, value: float) -> float:
+        return _check_level(value)
+
+
+class TrainConfig(BaseModel):
+    """How a network is trained (Zhang et al. 2017's recipe by default).
+
+    SGD with momentum; the learning rate is multiplied by ``lr_decay`` every
+    epoch (``schedule = "exponential"``), every ``step_epochs`` epochs
+    (``"step"``) or never (``"constant"``). Training stops when a member reaches
+    ``target_accuracy`` on its training set (``stop = "accuracy"``) or a mean
+    training cross-entropy at most ``loss_threshold`` (``stop = "loss"``), or
+    when ``max_steps`` optimizer steps are spent.
+    """
+
+    model_config = JSON_CONFIG
+    optimizer: Literal["sgd"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, gt=0)
+    schedule: Literal["constant", "exponential", "step"] = "exponential"
+    lr_decay: float = Field(0.95, gt=0, le=1)
+    step_epochs: int = Field(30, gt=0)
+    stop: Literal["accuracy", "loss"] = "accuracy"
+    target_accuracy: float = Field(1.0, gt=0, le=1)
+    loss_threshold: float = Field(0.01, gt=0)
+    max_steps: int = Field(20_000, gt=0)
+
+
+#: The embedded default grid's recipe: Zhang et al.'s SGD with momentum 0.9 and batch
+#: 128, but a constant learning rate of 0.05 — with only 11 steps per epoch on
+#: digits, ×0.95 per epoch would freeze training before random labels are fitted.
+DEFAULT_EXPERIMENT_TRAIN = TrainConfig(lr=0.05, schedule="constant", max_steps=5_000)
+
+
+class RunSpec(BaseModel):
+    """One training run: frozen; ``run_id`` is the hash of its canonical JSON."""
+
+    model_config = JSON_CONFIG
+    dataset: ComponentRef
+    model: ComponentRef
+    corruption: CorruptionSpec
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    seed: int = 0
+    test_labels: Literal["clean", "corrupted"] = "clean"
+
+    def canonical(self) -> str:
+        return canonical_json(self.model_dump(mode="json"))
+
+    @property
+    def run_id(self) -> str:
+        return content_hash(self.model_dump(mode="json"))
+
+    def group_key(self) -> str:
+        """Runs with equal keys share data shape, architecture and recipe: one ensemble."""
+        return content_hash(
+            {
+                "dataset": self.dataset.model_dump(mode="json"),
+                "model": self.model.model_dump(mode="json"),
+                "train": self.train.model_dump(mode="json"),
+                "corruption": self.corruption.name,
+                "corruption_options": self.corruption.options,
+                "test_labels": self.test_labels,
+            }
+        )
+
+
+class ExperimentSpec(BaseModel):
+    """A grid of runs: the cartesian product of datasets × models × corruptions ×
+    levels × seeds, all trained with one ``train`` recipe, then ``measures``
+    evaluated on every run (``None`` = every registered measure)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = "experiment"
+    datasets: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="digits")], min_length=1)
+    models: list[ComponentRef] = Field(
+        default_factory=lambda: [ComponentRef(name="mlp"), ComponentRef(name="cnn")], min_length=1
+    )
+    corruptions: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="labels")], min_length=1)
+    levels: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    train: TrainConfig = Field(default_factory=lambda: DEFAULT_EXPERIMENT_TRAIN)
+    measures: list[ComponentRef] | None = None
+    test_labels: Literal["clean", "corrupted"] = "clean"
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_in_unit_interval(cls, values: list[float]) -> list[float]:
+        return [_check_level(v) for v in values]
+
+    def expand(self) -> list[RunSpec]:
+        """The grid, one RunSpec per cell; the corruption seed equals the run seed."""
+        runs = []
+        for dataset, model, corruption, level, seed in itertools.product(
+            self.datasets, self.models, self.corruptions, self.levels, self.seeds
+        ):
+            runs.append(
+                RunSpec(
+                    dataset=dataset,
+                    model=model,
+                    corruption=CorruptionSpec(
+                        name=corruption.name, level=level, seed=seed, options=corruption.options
+                    ),
+                    train=self.train,
+                    seed=seed,
+                    test_labels=self.test_labels,
+                )
+            )
+        return runs
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "ExperimentSpec":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SpecError(f"experiment file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"malformed TOML in {path}: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"cannot read experiment file {path}: {exc}") from None
+        return parse_spec(cls, data, source=str(path))
+
+
+def parse_spec(model: type[BaseModel], data: Any, source: str) -> Any:
+    """Validate ``data`` as ``model``; a failure becomes one SpecError line."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"invalid {source}: {format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        parts.append(f"{location}: {message}")
+    return "; ".join(parts)
+
+
+RunStatus = Literal["converged", "budget", "diverged"]
+
+
+class RunResult(BaseModel):
+    """What training one RunSpec produced. ``gap`` = train accuracy − clean test accuracy."""
+
+    model_config = JSON_CONFIG
+    run_id: str
+    status: RunStatus
+    train_accuracy: float
+    train_loss: float
+    test_accuracy: float
+    test_loss: float
+    gap: float
+    steps: int
+    epochs: float
+    steps_to_fit: int | None
+    loss_curve: list[tuple[int, float]] = Field(default_factory=list)
+    wall_time: float
+    device: str
+    num_train: int
+    num_test: int
+    num_classes: int
+    num_parameters: int
+    labels_changed: float = Field(description="fraction of training labels that differ from the true ones")
+    genbench_version: str
+
+
+class MeasureValue(BaseModel):
+    """One measure evaluated on one run; NaN value with ``error`` set when it failed."""
+
+    model_config = JSON_CONFIG
+    run_id: str
+    measure: str
+    version: str
+    options_hash: str
+    options: dict[str, Any]
+    value: float
+    seconds: float
+    error: str | None = None
+
+
+class MeasureScore(BaseModel):
+    """How well one measure predicts the generalization gap over a set of runs."""
+
+    model_config = JSON_CONFIG
+    measure: str
+    kind: Literal["complexity", "capability", "reference"]
+    reference: bool = False
+    runs: int
+    tau_gap: float
+    tau_level: float
+    psi: float
+    axiom: Literal["pass", "fail", "n/a"]
+    axiom_value: float | None = None
+    seconds_per_run: float

@@ -1,0 +1,233 @@
+"""The result store: one SQLite file (WAL mode) plus safetensors checkpoints.
+
+Layout under the store root (``./genbench-results`` by default; ``--store`` or
+``GENBENCH_STORE`` override it)::
+
+    genbench.sqlite                       tables runs, measure_values
+    checkpoints/<run_id>/init.safetensors
+    checkpoints/<run_id>/final.safetensors
+
+Checkpoints are written to a temporary name and renamed, and a run's row is
+committed only after both files exist, so an interrupted run leaves either a
+complete run or none. Nothing read from a store can execute code: specs and
+results are JSON, weights are safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from genbench.errors import StoreError
+from genbench.schemas import MeasureValue, RunResult, RunSpec
+
+DEFAULT_ROOT = "genbench-results"
+DATABASE = "genbench.sqlite"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    spec_json TEXT NOT NULL,
+    result_json TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS measure_values (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    measure TEXT NOT NULL,
+    version TEXT NOT NULL,
+    options_hash TEXT NOT NULL,
+    options_json TEXT NOT NULL,
+    value REAL,
+    seconds REAL NOT NULL,
+    error TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, measure, version, options_hash)
+);
+"""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("GENBENCH_STORE") or DEFAULT_ROOT)
+
+
+class Store:
+    """A result store rooted at ``root`` (created on first write)."""
+
+    def __init__(self, root: str | Path | None = None, create: bool = True) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"store path {self.root} exists and is not a folder")
+        if not create and not (self.root / DATABASE).exists():
+            raise StoreError(f"no genbench store at {self.root} (run `genbench run` first, or pass --store)")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(self.root / DATABASE, timeout=30)
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.executescript(SCHEMA)
+            self._check_schema_version()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open store {self.root / DATABASE}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot create store at {self.root}: {exc}") from None
+
+    def _check_schema_version(self) -> None:
+        row = self._connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            with self._connection:
+                self._connection.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(f"store {self.root} has schema version {row[0]}; this genbench reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- runs
+    def checkpoint_path(self, run_id: str, which: str) -> Path:
+        return self.root / "checkpoints" / run_id / f"{which}.safetensors"
+
+    def has_run(self, run_id: str) -> bool:
+        row = self._connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row is not None
+
+    def finished_ids(self, run_ids: Iterable[str]) -> set[str]:
+        ids = list(run_ids)
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._connection.execute(f"SELECT run_id FROM runs WHERE run_id IN ({marks})", chunk)
+            found.update(r[0] for r in rows)
+        return found
+
+    def save_run(
+        self,
+        spec: RunSpec,
+        result: RunResult,
+        initial_state: dict[str, torch.Tensor],
+        final_state: dict[str, torch.Tensor],
+    ) -> None:
+        """Write both checkpoints (atomically), then commit the run's row."""
+        run_id = spec.run_id
+        if result.run_id != run_id:
+            raise StoreError(f"result for run {result.run_id} saved under spec {run_id}")
+        self._write_checkpoint(self.checkpoint_path(run_id, "init"), initial_state)
+        self._write_checkpoint(self.checkpoint_path(run_id, "final"), final_state)
+        with self._connection:
+            self._connection.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
+                (run_id, spec.canonical(), result.model_dump_json(), time.time()),
+            )
+
+    @staticmethod
+    def _write_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+        save_file(tensors, str(temporary))
+        os.replace(temporary, path)
+
+    def load_checkpoint(self, run_id: str, which: str) -> dict[str, torch.Tensor]:
+        path = self.checkpoint_path(run_id, which)
+        try:
+            return load_file(str(path))
+        except FileNotFoundError:
+            raise StoreError(f"checkpoint missing: {path}") from None
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise StoreError(f"checkpoint unreadable: {path}: {exc}") from None
+
+    def run_spec(self, run_id: str) -> RunSpec:
+        row = self._connection.execute("SELECT spec_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id} in store {self.root}")
+        return RunSpec.model_validate_json(row[0])
+
+    def run_result(self, run_id: str) -> RunResult:
+        row = self._connection.execute("SELECT result_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id} in store {self.root}")
+        return RunResult.model_validate_json(row[0])
+
+    def run_ids(self) -> list[str]:
+        return [r[0] for r in self._connection.execute("SELECT run_id FROM runs ORDER BY created_at, run_id")]
+
+    def iter_runs(self, run_ids: Iterable[str] | None = None) -> Iterable[tuple[RunSpec, RunResult]]:
+        wanted = None if run_ids is None else set(run_ids)
+        rows = self._connection.execute("SELECT run_id, spec_json, result_json FROM runs ORDER BY created_at, run_id")
+        for run_id, spec_json, result_json in rows.fetchall():
+            if wanted is None or run_id in wanted:
+                yield RunSpec.model_validate_json(spec_json), RunResult.model_validate_json(result_json)
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run: the spec's axes, then the result's numbers."""
+        records = []
+        for spec, result in self.iter_runs():
+            records.append(
+                {
+                    "run_id": spec.run_id,
+                    "dataset": spec.dataset.label(),
+                    "model": spec.model.label(),
+                    "corruption": spec.corruption.name,
+                    "level": spec.corruption.level,
+                    "seed": spec.seed,
+                    "test_labels": spec.test_labels,
+                    "train_config": spec.train.model_dump_json(),
+                    **result.model_dump(exclude={"run_id", "loss_curve"}),
+                }
+            )
+        columns = ["run_id", "dataset", "model", "corruption", "level", "seed", "test_labels", "train_config"]
+        columns += [name for name in RunResult.model_fields if name not in ("run_id", "loss_curve")]
+        return pd.DataFrame.from_records(records, columns=columns)
+
+    # ------------------------------------------------------------- measures
+    def save_measure_value(self, value: MeasureValue) -> None:
+        with self._connection:
+            self._connection.execute(
+                "INSERT OR REPLACE INTO measure_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    value.run_id,
+                    value.measure,
+                    value.version,
+                    value.options_hash,
+                    json.dumps(value.options, sort_keys=True),
+                    value.value,
+                    value.seconds,
+                    value.error,
+                    time.time(),
+                ),
+            )
+
+    def has_measure_value(self, run_id: str, measure: str, version: str, options_hash: str) -> bool:
+        row = self._connection.execute(
+            "SELECT 1 FROM measure_values WHERE run_id=? AND measure=? AND version=? AND options_hash=?",
+            (run_id, measure, version, options_hash),
+        ).fetchone()
+        return row is not None
+
+    def measure_values(self) -> pd.DataFrame:
+        """One row per (run, measure, version, options): value, seconds, error."""
+        frame = pd.read_sql_query(
+            "SELECT run_id, measure, version, options_hash, options_json, value, seconds, error, created_at "
+            "FROM measure_values ORDER BY created_at",
+            self._connection,
+        )
+        frame["value"] = frame["value"].astype(float)
+        return frame

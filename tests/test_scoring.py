@@ -1,0 +1,548 @@
+"""Tests for genbench.scoring: property tests against scipy plus hand-worked cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from genbench.scoring import (
+    conditional_mutual_information,
+    granulated_kendall,
+    kendall_tau,
+    noisy_oracle,
+    rank_correlation_with,
+    sign_error,
+)
+
+FAST = settings(max_examples=40, deadline=None)
+MEDIUM = settings(max_examples=20, deadline=None)
+
+
+# ---------------------------------------------------------------------------
+# strategies
+# ---------------------------------------------------------------------------
+
+
+@st.composite
+def tied_pairs(draw, max_size: int = 40, max_value: int = 4) -> tuple[list[int], list[int]]:
+    """Two equal-length integer vectors from a small range, so ties are frequent."""
+    size = draw(st.integers(0, max_size))
+    values = st.integers(-max_value, max_value)
+    x = draw(st.lists(values, min_size=size, max_size=size))
+    y = draw(st.lists(values, min_size=size, max_size=size))
+    return x, y
+
+
+@st.composite
+def grid_frames(draw, max_seeds: int = 2) -> pd.DataFrame:
+    """A full grid over two axes (+ seeds) with all-distinct gaps."""
+    models = draw(st.integers(2, 3))
+    levels = draw(st.integers(2, 3))
+    seeds = draw(st.integers(1, max_seeds))
+    rows = [(f"m{m}", level, seed) for m in range(models) for level in range(levels) for seed in range(seeds)]
+    order = draw(st.permutations(range(len(rows))))
+    frame = pd.DataFrame(rows, columns=["model", "corruption", "seed"])
+    frame["gap"] = np.asarray(order, dtype=float) / len(rows)
+    return frame
+
+
+def _scipy_tau(x, y) -> float:
+    return float(scipy.stats.kendalltau(x, y).statistic)
+
+
+def _same_or_both_nan(a: float, b: float, tol: float = 1e-12) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) <= tol
+
+
+# ---------------------------------------------------------------------------
+# kendall_tau
+# ---------------------------------------------------------------------------
+
+
+@FAST
+@given(tied_pairs())
+def test_kendall_tau_matches_scipy_tau_b_with_ties(pair):
+    x, y = pair
+    ours = kendall_tau(x, y)
+    theirs = _scipy_tau(x, y) if len(x) >= 2 else float("nan")
+    assert _same_or_both_nan(ours, theirs), (ours, theirs)
+
+
+@FAST
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=2, max_size=30), st.randoms())
+def test_kendall_tau_matches_scipy_on_floats(x, random):
+    y = list(x)
+    random.shuffle(y)
+    assert _same_or_both_nan(kendall_tau(x, y), _scipy_tau(x, y))
+
+
+def test_kendall_tau_matches_scipy_above_block_size():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 50, size=4500)  # 4500^2 comparisons > one block, so chunking is used
+    y = x + rng.integers(0, 30, size=4500)
+    assert kendall_tau(x, y) == pytest.approx(_scipy_tau(x, y), abs=1e-12)
+
+
+@FAST
+@given(tied_pairs())
+def test_kendall_tau_is_symmetric_and_bounded(pair):
+    x, y = pair
+    forward, backward = kendall_tau(x, y), kendall_tau(y, x)
+    assert _same_or_both_nan(forward, backward)
+    assert math.isnan(forward) or -1.0 <= forward <= 1.0
+
+
+@FAST
+@given(st.lists(st.integers(-5, 5), min_size=2, max_size=30))
+def test_kendall_tau_of_vector_with_itself_and_its_negation(x):
+    if len(set(x)) < 2:
+        assert math.isnan(kendall_tau(x, x))
+        return
+    assert kendall_tau(x, x) == pytest.approx(1.0)
+    assert kendall_tau(x, [-v for v in x]) == pytest.approx(-1.0)
+
+
+@FAST
+@given(tied_pairs(), st.sampled_from(["exp", "cube", "affine", "arctan"]), st.booleans())
+def test_kendall_tau_is_invariant_under_monotone_transforms(pair, transform_name, apply_to_x):
+    x, y = (np.asarray(v, dtype=float) for v in pair)
+    increasing = {
+        "exp": np.exp,
+        "cube": lambda v: v**3,
+        "affine": lambda v: 3.0 * v - 7.0,
+        "arctan": np.arctan,
+    }[transform_name]
+    original = kendall_tau(x, y)
+    if apply_to_x:
+        increased, decreased = kendall_tau(increasing(x), y), kendall_tau(-increasing(x), y)
+    else:
+        increased, decreased = kendall_tau(x, increasing(y)), kendall_tau(x, -increasing(y))
+    assert _same_or_both_nan(increased, original)
+    assert _same_or_both_nan(decreased, -original)
+
+
+@FAST
+@given(tied_pairs(max_size=25), st.data())
+def test_kendall_tau_drops_nan_entries(pair, data):
+    x, y = (np.asarray(v, dtype=float) for v in pair)
+    holes_x = np.asarray(data.draw(st.lists(st.booleans(), min_size=len(x), max_size=len(x))), dtype=bool)
+    holes_y = np.asarray(data.draw(st.lists(st.booleans(), min_size=len(x), max_size=len(x))), dtype=bool)
+    x_with_nan, y_with_nan = x.copy(), y.copy()
+    x_with_nan[holes_x] = np.nan
+    y_with_nan[holes_y] = np.nan
+    kept = ~(holes_x | holes_y)
+    assert _same_or_both_nan(kendall_tau(x_with_nan, y_with_nan), kendall_tau(x[kept], y[kept]))
+
+
+def test_kendall_tau_nan_hand_case_and_degenerate_inputs():
+    # The NaN row (3rd) is dropped; the rest is perfectly concordant.
+    assert kendall_tau([1, 2, np.nan, 3], [1, 2, 5, 3]) == pytest.approx(1.0)
+    assert math.isnan(kendall_tau([], []))
+    assert math.isnan(kendall_tau([1.0], [2.0]))
+    assert math.isnan(kendall_tau([1, np.nan], [np.nan, 2]))
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))  # constant x
+    assert math.isnan(kendall_tau([1, 2, 3], [4, 4, 4]))  # constant y
+    with pytest.raises(ValueError):
+        kendall_tau([1, 2, 3], [1, 2])
+
+
+@FAST
+@given(tied_pairs(max_size=25))
+def test_kendall_tau_orders_infinities_like_extreme_finite_values(pair):
+    x, y = (np.asarray(v, dtype=float) for v in pair)
+    top, bottom = x == x.max(initial=0), x == x.min(initial=0)
+    with_infinities = x.copy()
+    with_infinities[top] = np.inf
+    with_infinities[bottom & ~top] = -np.inf
+    with_extremes = x.copy()
+    with_extremes[top] = 1e9
+    with_extremes[bottom & ~top] = -1e9
+    assert _same_or_both_nan(kendall_tau(with_infinities, y), kendall_tau(with_extremes, y))
+
+
+def test_kendall_tau_hand_case_with_ties():
+    # x = [1, 2, 2, 3], y = [1, 3, 2, 3]; pairs (i<j):
+    # (0,1) C, (0,2) C, (0,3) C, (1,2) x-tie, (1,3) y-tie, (2,3) C -> C=4, D=0
+    # n0 = 6, x-ties n1 = 1, y-ties n2 = 1 -> tau_b = 4 / sqrt(5 * 5) = 0.8
+    assert kendall_tau([1, 2, 2, 3], [1, 3, 2, 3]) == pytest.approx(0.8)
+
+
+def test_rank_correlation_with_uses_named_columns():
+    frame = pd.DataFrame({"measure": [3.0, 1.0, 2.0], "gap": [30.0, 10.0, 20.0], "width": [1, 2, 3]})
+    assert rank_correlation_with(frame, "measure", "gap") == pytest.approx(1.0)
+    # measure vs width: (0,1) D, (0,2) D, (1,2) C -> (1 - 2) / 3
+    assert rank_correlation_with(frame, "measure", "width") == pytest.approx(-1 / 3)
+
+
+# ---------------------------------------------------------------------------
+# granulated_kendall
+# ---------------------------------------------------------------------------
+
+
+@MEDIUM
+@given(grid_frames())
+def test_granulated_kendall_is_one_when_measure_is_gap(frame):
+    frame["measure"] = frame["gap"]
+    overall, per_axis = granulated_kendall(frame, "measure", "gap", ["model", "corruption"])
+    assert overall == pytest.approx(1.0)
+    assert per_axis == pytest.approx({"model": 1.0, "corruption": 1.0})
+
+
+@MEDIUM
+@given(grid_frames())
+def test_granulated_kendall_is_minus_one_for_decreasing_transform_of_gap(frame):
+    frame["measure"] = -np.exp(frame["gap"])
+    overall, _ = granulated_kendall(frame, "measure", "gap", ["model", "corruption"])
+    assert overall == pytest.approx(-1.0)
+
+
+@MEDIUM
+@given(grid_frames(), st.integers(0, 2**31 - 1))
+def test_granulated_kendall_is_mean_of_axis_scores_within_bounds(frame, seed):
+    frame["measure"] = np.random.default_rng(seed).integers(0, 3, size=len(frame))
+    overall, per_axis = granulated_kendall(frame, "measure", "gap", ["model", "corruption"])
+    defined = [v for v in per_axis.values() if not math.isnan(v)]
+    assert set(per_axis) == {"model", "corruption"}
+    assert all(-1.0 <= v <= 1.0 for v in defined)
+    assert _same_or_both_nan(overall, float(np.mean(defined)) if defined else float("nan"))
+
+
+def test_granulated_kendall_hand_case_two_axes():
+    # model axis: group corruption=0 -> rows a,c: dg>0, dmu>0 -> tau=+1
+    #             group corruption=1 -> rows b,d: dg>0, dmu<0 -> tau=-1   => psi_model = 0
+    # corruption axis: group m1 -> rows a,b: + + -> +1
+    #                  group m2 -> rows c,d: dg>0, dmu=2.5-2>0 -> +1       => psi_corruption = 1
+    # Psi = (0 + 1) / 2 = 0.5; "dataset" is constant -> skipped.
+    frame = pd.DataFrame(
+        {
+            "model": ["m1", "m1", "m2", "m2"],
+            "corruption": [0, 1, 0, 1],
+            "dataset": ["cifar", "cifar", "cifar", "cifar"],
+            "gap": [1.0, 2.0, 3.0, 4.0],
+            "measure": [1.0, 3.0, 2.0, 2.5],
+        },
+        index=list("abcd"),
+    )
+    overall, per_axis = granulated_kendall(frame, "measure", "gap", ["model", "corruption", "dataset"])
+    assert per_axis == pytest.approx({"model": 0.0, "corruption": 1.0})
+    assert overall == pytest.approx(0.5)
+
+
+def test_granulated_kendall_pools_seeds_into_one_group():
+    # One axis (model); the seed column is not an axis, so all three rows form one group.
+    # pairs: (r0,r1) dg>0, dmu<0 -> D; (r0,r2) C; (r1,r2) C -> tau = (2 - 1) / 3
+    frame = pd.DataFrame(
+        {"model": ["m1", "m1", "m2"], "seed": [0, 1, 0], "gap": [1.0, 2.0, 3.0], "measure": [1.0, 0.0, 3.0]}
+    )
+    overall, per_axis = granulated_kendall(frame, "measure", "gap", ["model"])
+    assert per_axis == pytest.approx({"model": 1 / 3})
+    assert overall == pytest.approx(1 / 3)
+
+
+def test_granulated_kendall_undefined_cases():
+    single = pd.DataFrame({"model": ["m1"], "gap": [1.0], "measure": [1.0]})
+    overall, per_axis = granulated_kendall(single, "measure", "gap", ["model"])
+    assert math.isnan(overall) and per_axis == {}
+    # Model varies but every group has a constant measure -> psi undefined but reported.
+    constant_measure = pd.DataFrame({"model": ["m1", "m2"], "gap": [1.0, 2.0], "measure": [5.0, 5.0]})
+    overall, per_axis = granulated_kendall(constant_measure, "measure", "gap", ["model"])
+    assert math.isnan(overall) and list(per_axis) == ["model"] and math.isnan(per_axis["model"])
+
+
+def test_granulated_kendall_ignores_rows_with_nan_measure():
+    frame = pd.DataFrame(
+        {"model": ["m1", "m2", "m3"], "gap": [1.0, 2.0, 3.0], "measure": [1.0, 2.0, np.nan]}
+    )
+    overall, _ = granulated_kendall(frame, "measure", "gap", ["model"])
+    assert overall == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------
+# sign_error
+# ---------------------------------------------------------------------------
+
+
+def _two_axis_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "model": ["m1", "m1", "m2", "m2"],
+            "corruption": [0, 1, 0, 1],
+            "gap": [0.1, 0.2, 0.3, 0.4],
+            "measure": [1.0, 3.0, 2.0, 2.5],
+        }
+    )
+
+
+def test_sign_error_hand_case_four_environments():
+    # Pairs differing in exactly one axis (rows 0..3 as in _two_axis_frame):
+    #   env (model, corruption=0):  rows 0,2: dg>0, dmu>0      -> error 0
+    #   env (model, corruption=1):  rows 1,3: dg>0, dmu<0      -> error 1
+    #   env (corruption, model=m1): rows 0,1: + +               -> error 0
+    #   env (corruption, model=m2): rows 2,3: + +               -> error 0
+    # rows (0,3) and (1,2) differ in both axes -> not compared.
+    # test_size = 10_000, |dg| >= 0.1: exp(-2 * 1e4 * 0.05^2) = e^-50 ~ 0 -> w = 1 - 0.5 = 0.5,
+    # one pair per environment -> effective size 1.
+    # errors [0, 1, 0, 0]: mean 0.25, max 1, p90 = 0 + 0.7 * (1 - 0) = 0.7 (linear, pos 2.7).
+    result = sign_error(_two_axis_frame(), "measure", "gap", ["model", "corruption"], test_size=10_000, min_effective_size=1.0)
+    assert result == pytest.approx({"mean": 0.25, "p90": 0.7, "max": 1.0, "environments": 4})
+
+
+def test_sign_error_default_effective_size_rejects_single_pair_environments():
+    result = sign_error(_two_axis_frame(), "measure", "gap", ["model", "corruption"], test_size=10_000)
+    assert result["environments"] == 0
+    assert all(math.isnan(result[key]) for key in ("mean", "p90", "max"))
+
+
+def test_sign_error_hand_case_noise_weighting():
+    # One axis, one environment, three rows; test_size n = 100.
+    #   pair (0,1): |dg| = 0.1: 1 - 2 e^{-2*100*0.05^2} = 1 - 2 e^-0.5 = -0.213 -> w = 0, wrong sign (error 1)
+    #   pair (0,2): |dg| = 0.4: (1 - 2 e^-8)^2 - 0.5   = 0.49866          right sign (error 0)
+    #   pair (1,2): |dg| = 0.3: (1 - 2 e^-4.5)^2 - 0.5 = 0.45606          right sign (error 0)
+    # environment error = (0*1 + w02*0 + w12*0) / (w02 + w12) = 0
+    # effective size = (w02 + w12)^2 / (w02^2 + w12^2) = 0.91146 / 0.45665 = 1.996
+    frame = pd.DataFrame({"model": ["m1", "m2", "m3"], "gap": [0.0, 0.1, 0.4], "measure": [0.0, -1.0, 5.0]})
+    w02 = (1 - 2 * math.exp(-8)) ** 2 - 0.5
+    w12 = (1 - 2 * math.exp(-4.5)) ** 2 - 0.5
+    effective_size = (w02 + w12) ** 2 / (w02**2 + w12**2)
+    assert effective_size == pytest.approx(1.996, abs=1e-3)
+    kept = sign_error(frame, "measure", "gap", ["model"], test_size=100, min_effective_size=1.9)
+    assert kept == pytest.approx({"mean": 0.0, "p90": 0.0, "max": 0.0, "environments": 1})
+    rejected = sign_error(frame, "measure", "gap", ["model"], test_size=100, min_effective_size=2.1)
+    assert rejected["environments"] == 0
+    # With a huge test set all three pairs weigh 0.5 and the wrong pair counts: error 1/3.
+    noiseless = sign_error(frame, "measure", "gap", ["model"], test_size=10**9, min_effective_size=1.0)
+    assert noiseless["mean"] == pytest.approx(1 / 3)
+
+
+def test_sign_error_tied_measure_counts_as_half_an_error():
+    frame = pd.DataFrame({"model": ["m1", "m2"], "gap": [0.0, 0.5], "measure": [1.0, 1.0]})
+    result = sign_error(frame, "measure", "gap", ["model"], test_size=10**6, min_effective_size=1.0)
+    assert result["mean"] == pytest.approx(0.5)
+
+
+def test_sign_error_excludes_rows_with_nan_measure():
+    frame = _two_axis_frame()
+    with_bad_row = pd.concat(
+        [frame, pd.DataFrame({"model": ["m3"], "corruption": [0], "gap": [0.9], "measure": [np.nan]})],
+        ignore_index=True,
+    )
+    args = dict(measure="measure", gap="gap", axes=["model", "corruption"], test_size=10_000, min_effective_size=1.0)
+    assert sign_error(with_bad_row, **args) == pytest.approx(sign_error(frame, **args))
+
+
+@MEDIUM
+@given(grid_frames(max_seeds=3))
+def test_sign_error_is_zero_for_gap_and_one_for_negated_gap(frame):
+    axes = ["model", "corruption"]
+    frame["measure"] = frame["gap"]
+    agreeing = sign_error(frame, "measure", "gap", axes, test_size=10**8, min_effective_size=1.0)
+    frame["measure"] = -frame["gap"]
+    opposing = sign_error(frame, "measure", "gap", axes, test_size=10**8, min_effective_size=1.0)
+    assert agreeing["environments"] == opposing["environments"] > 0
+    assert agreeing["max"] == pytest.approx(0.0)
+    assert opposing["mean"] == pytest.approx(1.0) and opposing["p90"] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------
+# conditional_mutual_information
+# ---------------------------------------------------------------------------
+
+
+def _random_grid(rng: np.random.Generator, models: int, levels: int, seeds: int) -> pd.DataFrame:
+    rows = [(f"m{m}", level, seed) for m in range(models) for level in range(levels) for seed in range(seeds)]
+    frame = pd.DataFrame(rows, columns=["model", "corruption", "seed"])
+    frame["gap"] = rng.normal(size=len(frame)) + 0.3 * frame["corruption"]
+    return frame
+
+
+def test_cmi_is_100_for_measure_equal_to_gap_and_its_negation():
+    frame = _random_grid(np.random.default_rng(1), models=3, levels=3, seeds=3)
+    frame["measure"] = frame["gap"]
+    assert conditional_mutual_information(frame, "measure", "gap", ["model", "corruption"]) == pytest.approx(100.0)
+    frame["measure"] = -frame["gap"]  # MI is symmetric: perfect anti-correlation also scores 100
+    assert conditional_mutual_information(frame, "measure", "gap", ["model", "corruption"]) == pytest.approx(100.0)
+
+
+def test_cmi_is_near_zero_for_independent_measure():
+    rng = np.random.default_rng(2)
+    frame = _random_grid(rng, models=4, levels=4, seeds=20)  # 320 rows, ~400 ordered pairs per cell
+    frame["measure"] = rng.normal(size=len(frame))
+    score = conditional_mutual_information(frame, "measure", "gap", ["model", "corruption"])
+    assert 0.0 <= score < 5.0
+
+
+@MEDIUM
+@given(grid_frames(max_seeds=3), st.integers(0, 2**31 - 1))
+def test_cmi_lies_in_0_100(frame, seed):
+    frame["measure"] = np.random.default_rng(seed).integers(0, 4, size=len(frame))
+    score = conditional_mutual_information(frame, "measure", "gap", ["model", "corruption", "seed"])
+    assert math.isnan(score) or 0.0 <= score <= 100.0
+
+
+@MEDIUM
+@given(grid_frames(max_seeds=3))
+def test_cmi_is_invariant_under_monotone_transform_of_measure(frame):
+    frame["measure"] = np.random.default_rng(0).normal(size=len(frame))
+    base = conditional_mutual_information(frame, "measure", "gap", ["model", "corruption"])
+    frame["measure"] = np.exp(frame["measure"])
+    assume(not math.isnan(base))
+    assert conditional_mutual_information(frame, "measure", "gap", ["model", "corruption"]) == pytest.approx(base)
+
+
+def test_cmi_hand_case_single_varying_axis():
+    # Rows A1, A2, A3 (model A) with gap 1, 2, 3 and measure 1, 3, 2; row B with gap 10, measure 10.
+    # Only "model" varies, so cells are (model(a), model(b)).
+    # cell (A, A): 6 ordered pairs; (V_mu, V_g) counts: (0,0): 2 [(1,2), (1,3)], (1,1): 2 [(2,1), (3,1)],
+    #   (1,0): 1 [(2,3)], (0,1): 1 [(3,2)].  Marginals are 1/2 each, so
+    #   MI = 2/3 log2((1/3)/(1/4)) + 1/3 log2((1/6)/(1/4)) = 0.276692 - 0.194988 = 0.081704 bits, H(V_g) = 1.
+    # cell (A, B): V_g always 0 -> MI = H = 0; cell (B, A): V_g always 1 -> MI = H = 0; no (B, B) pair.
+    # score = (0.081704 / 3) / (1 / 3) -> 8.1704
+    frame = pd.DataFrame(
+        {"model": ["A", "A", "A", "B"], "gap": [1.0, 2.0, 3.0, 10.0], "measure": [1.0, 3.0, 2.0, 10.0]}
+    )
+    expected = 100 * (2 / 3 * math.log2(4 / 3) + 1 / 3 * math.log2(2 / 3))
+    assert expected == pytest.approx(8.1704, abs=1e-4)
+    assert conditional_mutual_information(frame, "measure", "gap", ["model"]) == pytest.approx(expected)
+    # "dataset" is constant so it does not count as a conditioning axis.
+    frame["dataset"] = "cifar"
+    assert conditional_mutual_information(frame, "measure", "gap", ["model", "dataset"]) == pytest.approx(expected)
+
+
+def test_cmi_takes_minimum_over_axis_pairs():
+    rng = np.random.default_rng(3)
+    frame = _random_grid(rng, models=3, levels=3, seeds=4)
+    frame["width"] = frame["seed"] % 2
+    frame["measure"] = frame["gap"] + rng.normal(scale=0.5, size=len(frame))
+    axes = ["model", "corruption", "width"]
+    combined = conditional_mutual_information(frame, "measure", "gap", axes)
+    per_pair = [
+        conditional_mutual_information(frame, "measure", "gap", list(pair))
+        for pair in (("model", "corruption"), ("model", "width"), ("corruption", "width"))
+    ]
+    assert combined == pytest.approx(min(per_pair))
+    assert 0.0 < combined < 100.0
+
+
+def test_cmi_undefined_for_too_few_rows():
+    frame = pd.DataFrame({"model": ["A"], "gap": [1.0], "measure": [1.0]})
+    assert math.isnan(conditional_mutual_information(frame, "measure", "gap", ["model"]))
+
+
+# ---------------------------------------------------------------------------
+# noisy_oracle
+# ---------------------------------------------------------------------------
+
+
+def test_noisy_oracle_is_reproducible_and_has_requested_noise():
+    gap = np.linspace(0.0, 1.0, 20_000)
+    first, second = noisy_oracle(gap, 0.05, seed=7), noisy_oracle(gap, 0.05, seed=7)
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, noisy_oracle(gap, 0.05, seed=8))
+    assert np.std(first - gap) == pytest.approx(0.05, rel=0.05)
+    expected = gap + np.random.default_rng(7).normal(0.0, 0.05, size=gap.shape)
+    np.testing.assert_allclose(first, expected)
+    np.testing.assert_array_equal(noisy_oracle(gap, 0.0, seed=1), gap)
+    with pytest.raises(ValueError):
+        noisy_oracle(gap, -1.0, seed=0)
+
+
+# ---------------------------------------------------------------------------
+# brute-force references (straight from the definitions) on small random frames
+# ---------------------------------------------------------------------------
+
+
+@st.composite
+def small_random_frames(draw) -> pd.DataFrame:
+    size = draw(st.integers(2, 14))
+    column = lambda values: draw(st.lists(values, min_size=size, max_size=size))  # noqa: E731
+    return pd.DataFrame(
+        {
+            "model": column(st.sampled_from(["a", "b", "c"])),
+            "corruption": column(st.integers(0, 2)),
+            "width": column(st.integers(0, 1)),
+            "gap": column(st.integers(0, 5).map(lambda v: v / 10)),
+            "measure": column(st.integers(0, 3)),
+        }
+    )
+
+
+def _entropy_bits(counts: list[int]) -> float:
+    total = sum(counts)
+    return -sum(c / total * math.log2(c / total) for c in counts if c)
+
+
+def _reference_cmi(frame: pd.DataFrame, axes: list[str]) -> float:
+    records = frame.to_dict("records")
+    varying = [axis for axis in axes if frame[axis].nunique() > 1]
+    if len(varying) >= 2:
+        conditionings = [(h1, h2) for i, h1 in enumerate(varying) for h2 in varying[i + 1 :]]
+    else:
+        conditionings = [tuple(varying)]
+    scores = []
+    for conditioning in conditionings:
+        cells: dict[tuple, list[tuple[bool, bool]]] = {}
+        for i, a in enumerate(records):
+            for j, b in enumerate(records):
+                if i != j:
+                    key = tuple(v for h in conditioning for v in (a[h], b[h]))
+                    cells.setdefault(key, []).append((a["measure"] > b["measure"], a["gap"] > b["gap"]))
+        informations, entropies = [], []
+        for pairs in cells.values():
+            joint = [sum(1 for p in pairs if p == (u, v)) for u in (False, True) for v in (False, True)]
+            h_mu = _entropy_bits([joint[0] + joint[1], joint[2] + joint[3]])
+            h_g = _entropy_bits([joint[0] + joint[2], joint[1] + joint[3]])
+            informations.append(h_mu + h_g - _entropy_bits(joint))
+            entropies.append(h_g)
+        if np.mean(entropies) > 1e-12:
+            scores.append(np.mean(informations) / np.mean(entropies))
+    return 100 * min(scores) if scores else float("nan")
+
+
+def _reference_sign_error(frame: pd.DataFrame, axes: list[str], test_size: int, min_size: float) -> list[float]:
+    records = frame.to_dict("records")
+    environments: dict[tuple, list[tuple[float, float]]] = {}
+    for i, a in enumerate(records):
+        for b in records[i + 1 :]:
+            differing = [axis for axis in axes if a[axis] != b[axis]]
+            if len(differing) != 1:
+                continue
+            shared = tuple((axis, a[axis]) for axis in axes if axis != differing[0])
+            error = (1 - np.sign(a["measure"] - b["measure"]) * np.sign(a["gap"] - b["gap"])) / 2
+            hoeffding = max(0.0, 1 - 2 * math.exp(-2 * test_size * (abs(a["gap"] - b["gap"]) / 2) ** 2)) ** 2
+            environments.setdefault((differing[0], shared), []).append((max(0.0, hoeffding - 0.5), error))
+    kept = []
+    for pairs in environments.values():
+        weights = np.array([w for w, _ in pairs])
+        errors = np.array([e for _, e in pairs])
+        if weights.sum() > 0 and weights.sum() ** 2 / np.sum(weights**2) >= min_size:
+            kept.append(float(np.sum(weights * errors) / weights.sum()))
+    return sorted(kept)
+
+
+@MEDIUM
+@given(small_random_frames())
+def test_cmi_matches_brute_force_reference(frame):
+    axes = ["model", "corruption", "width"]
+    ours = conditional_mutual_information(frame, "measure", "gap", axes)
+    assert _same_or_both_nan(ours, _reference_cmi(frame, axes), tol=1e-9)
+
+
+@MEDIUM
+@given(small_random_frames(), st.sampled_from([50, 400, 10**6]), st.sampled_from([1.0, 1.5, 2.5]))
+def test_sign_error_matches_brute_force_reference(frame, test_size, min_size):
+    axes = ["model", "corruption", "width"]
+    ours = sign_error(frame, "measure", "gap", axes, test_size=test_size, min_effective_size=min_size)
+    expected = _reference_sign_error(frame, axes, test_size, min_size)
+    assert ours["environments"] == len(expected)
+    if expected:
+        assert ours["mean"] == pytest.approx(np.mean(expected))
+        assert ours["max"] == pytest.approx(max(expected))
+        assert ours["p90"] == pytest.approx(np.quantile(expected, 0.9))
