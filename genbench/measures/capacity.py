@@ -68,7 +68,9 @@ class EmpiricalRademacher(BaseMeasure):
     @staticmethod
     def _key(ctx: MeasureContext, options: RademacherOptions) -> str:
         inputs = ctx.train_inputs.detach().to("cpu").contiguous()
-        fingerprint = hashlib.sha256(inputs.numpy().tobytes()).hexdigest()
+        digest = hashlib.sha256(inputs.numpy().tobytes())
+        digest.update(f"{tuple(inputs.shape)}:{inputs.dtype}".encode())
+        fingerprint = digest.hexdigest()
         spec = ctx.spec
         return content_hash(
             {

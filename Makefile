@@ -1,0 +1,22 @@
+# `make run` trains and ranks the embedded default experiment; `make test` runs the tests.
+# Both create the virtual environment (.venv) when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: run test clean
+
+$(BIN)/genbench-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+run: $(BIN)/genbench-installed
+	$(BIN)/genbench run
+
+test: $(BIN)/genbench-installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) genbench-results .pytest_cache .hypothesis

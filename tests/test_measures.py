@@ -1,0 +1,739 @@
+"""Tests for the built-in measures: each one against a hand computation in plain numpy.
+
+Every expected value is worked out here on a tiny network with its own code path
+(numpy forward passes, explicit loops over paths, layer-shape arithmetic), never
+with genbench's own helpers. The retraining measures (rademacher, cross-validation)
+use the real :class:`genbench.engine.Retrainer` on tiny synthetic datasets.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from genbench.datasets import Dataset
+from genbench.engine import Retrainer
+from genbench.measures.base import MeasureContext, TrainingLog
+from genbench.measures.capability import (
+    CrossValidation,
+    CrossValidationOptions,
+    fold_indices,
+    rescale_to_chance,
+)
+from genbench.measures.capacity import EmpiricalRademacher, Params, ParamsOptions, RademacherOptions
+from genbench.measures.margins import InverseMargin, InverseMarginOptions
+from genbench.measures.norms import DistanceFromInit, PathNorm
+from genbench.models.cnn import CNNOptions, SmallConvNet
+from genbench.models.mlp import MLPOptions, MultilayerPerceptron
+from genbench.schemas import ComponentRef, CorruptionSpec, RunSpec, TrainConfig
+
+FAST = settings(max_examples=25, deadline=None)
+CPU = torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------
+# helpers (independent of genbench's measure code)
+# ---------------------------------------------------------------------------
+
+
+def make_run(hidden: list[int], train: TrainConfig | None = None, seed: int = 0) -> RunSpec:
+    return RunSpec(
+        dataset=ComponentRef(name="digits"),
+        model=ComponentRef(name="mlp", options={"hidden": hidden}),
+        corruption=CorruptionSpec(),
+        train=train or TrainConfig(),
+        seed=seed,
+    )
+
+
+def make_dataset(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> Dataset:
+    return Dataset(name="toy", x_train=x, y_train=y, x_test=x[:0], y_test=y[:0], num_classes=num_classes)
+
+
+def make_ctx(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    initial: nn.Module | None = None,
+    run: RunSpec | None = None,
+) -> MeasureContext:
+    run = run or make_run([4])
+    log = TrainingLog(
+        status="converged",
+        steps=120,
+        epochs=12.0,
+        steps_to_fit=120,
+        train_accuracy=1.0,
+        train_loss=0.009,
+        loss_curve=[(10, 0.7), (60, 0.1), (120, 0.009)],
+    )
+    return MeasureContext(
+        spec=run,
+        model=model.eval(),
+        initial_model=(initial if initial is not None else copy.deepcopy(model)).eval(),
+        train_inputs=x,
+        train_labels=y,
+        num_classes=num_classes,
+        training_log=log,
+        device=CPU,
+        generator=torch.Generator().manual_seed(0),
+        retrainer=Retrainer(run, make_dataset(x, y, num_classes), CPU),
+    )
+
+
+def linear_layers(model: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(W, b) of every nn.Linear, in order, as float64 numpy arrays."""
+    out = []
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            out.append(
+                (module.weight.detach().double().numpy().copy(), module.bias.detach().double().numpy().copy())
+            )
+    return out
+
+
+def numpy_mlp(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Forward of Flatten → [Linear → ReLU]* → Linear, in float64 numpy."""
+    layers = linear_layers(model)
+    h = x.reshape(len(x), -1).astype(np.float64)
+    for i, (w, b) in enumerate(layers):
+        h = h @ w.T + b
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def set_linear(layer: nn.Linear, weight, bias) -> None:
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(weight, dtype=torch.float32))
+        layer.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+
+
+def seeded_mlp(widths: list[int], seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i in range(len(widths) - 2):
+        layers += [nn.Linear(widths[i], widths[i + 1]), nn.ReLU()]
+    layers.append(nn.Linear(widths[-2], widths[-1]))
+    return nn.Sequential(*layers)
+
+
+class RecordingRetrainer:
+    """Wraps a real Retrainer and records what a measure asked it to train."""
+
+    def __init__(self, inner: Retrainer) -> None:
+        self.inner = inner
+        self.calls: list[dict] = []
+
+    def fit(self, labels, seeds, num_classes=None, train_indices=None, inputs=None):
+        models = self.inner.fit(labels, seeds, num_classes=num_classes, train_indices=train_indices, inputs=inputs)
+        self.calls.append(
+            dict(
+                labels=labels.clone(),
+                seeds=list(seeds),
+                num_classes=num_classes,
+                train_indices=None if train_indices is None else train_indices.clone(),
+                models=models,
+            )
+        )
+        return models
+
+    def predict(self, model, inputs):
+        return self.inner.predict(model, inputs)
+
+
+# ---------------------------------------------------------------------------
+# params
+# ---------------------------------------------------------------------------
+
+
+def test_params_mlp_by_hand():
+    model = MultilayerPerceptron().build((1, 3, 2), 5, MLPOptions(hidden=[7, 4]))
+    x = torch.zeros(2, 1, 3, 2)
+    ctx = make_ctx(model, x, torch.zeros(2, dtype=torch.long), 5)
+    # 6 inputs → 7 → 4 → 5
+    weights = 6 * 7 + 7 * 4 + 4 * 5
+    biases = 7 + 4 + 5
+    assert Params().compute(ctx, ParamsOptions()) == weights + biases == 106
+    assert Params().compute(ctx, ParamsOptions(include_biases=False)) == weights == 90
+
+
+def test_params_conv_net_by_hand():
+    model = SmallConvNet().build((2, 8, 8), 10, CNNOptions(channels=[3, 5], kernel_size=3))
+    ctx = make_ctx(model, torch.zeros(1, 2, 8, 8), torch.zeros(1, dtype=torch.long), 10)
+    conv1 = 2 * 3 * 3 * 3  # in × out × k × k
+    conv2 = 3 * 5 * 3 * 3
+    # 8×8 → maxpool → 4×4 → maxpool → 2×2, 5 channels, flattened into the head
+    head = 5 * 2 * 2 * 10
+    weights = conv1 + conv2 + head
+    biases = 3 + 5 + 10
+    assert Params().compute(ctx, ParamsOptions()) == weights + biases == 407
+    assert Params().compute(ctx, ParamsOptions(include_biases=False)) == weights == 389
+
+
+def test_params_ignores_batch_norm_and_bias_free_layers():
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 2),
+    )
+    ctx = make_ctx(model, torch.zeros(1, 1, 3, 3), torch.zeros(1, dtype=torch.long), 2)
+    weights = 1 * 4 * 3 * 3 + 36 * 2  # BatchNorm's 8 affine parameters do not count
+    assert Params().compute(ctx, ParamsOptions()) == weights + 2
+    assert Params().compute(ctx, ParamsOptions(include_biases=False)) == weights
+
+
+@FAST
+@given(
+    inputs=st.integers(1, 12),
+    hidden=st.lists(st.integers(1, 16), min_size=0, max_size=4),
+    classes=st.integers(2, 10),
+)
+def test_params_mlp_property(inputs, hidden, classes):
+    model = MultilayerPerceptron().build((inputs,), classes, MLPOptions(hidden=hidden))
+    ctx = make_ctx(model, torch.zeros(1, inputs), torch.zeros(1, dtype=torch.long), classes)
+    widths = [inputs, *hidden, classes]
+    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    biases = sum(widths[1:])
+    assert Params().compute(ctx, ParamsOptions()) == weights + biases
+    assert Params().compute(ctx, ParamsOptions(include_biases=False)) == weights
+
+
+@FAST
+@given(
+    in_channels=st.integers(1, 3),
+    channels=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    side=st.integers(1, 9),
+    kernel=st.sampled_from([1, 3]),
+)
+def test_params_conv_property(in_channels, channels, side, kernel):
+    model = SmallConvNet().build((in_channels, side, side), 3, CNNOptions(channels=channels, kernel_size=kernel))
+    ctx = make_ctx(model, torch.zeros(1, in_channels, side, side), torch.zeros(1, dtype=torch.long), 3)
+    weights, biases, c, s = 0, 0, in_channels, side
+    for out in channels:
+        weights += c * out * kernel * kernel
+        biases += out
+        if s >= 2:
+            s //= 2
+        c = out
+    weights += c * s * s * 3
+    biases += 3
+    assert Params().compute(ctx, ParamsOptions()) == weights + biases
+    assert Params().compute(ctx, ParamsOptions(include_biases=False)) == weights
+
+
+# ---------------------------------------------------------------------------
+# dist-from-init
+# ---------------------------------------------------------------------------
+
+
+@FAST
+@given(hidden=st.lists(st.integers(1, 12), min_size=1, max_size=3), seed=st.integers(0, 10_000))
+def test_dist_from_init_is_zero_at_init(hidden, seed):
+    torch.manual_seed(seed)
+    model = MultilayerPerceptron().build((5,), 3, MLPOptions(hidden=hidden))
+    ctx = make_ctx(model, torch.zeros(1, 5), torch.zeros(1, dtype=torch.long), 3, initial=copy.deepcopy(model))
+    assert DistanceFromInit().compute(ctx, None) == 0.0
+
+
+def test_dist_from_init_by_hand_weights_only():
+    torch.manual_seed(0)
+    initial = nn.Sequential(nn.Flatten(), nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    model = copy.deepcopy(initial)
+    rng = np.random.default_rng(3)
+    deltas = {
+        "1.weight": rng.normal(size=(4, 3)),
+        "3.weight": rng.normal(size=(2, 4)),
+        "1.bias": 5.0 * rng.normal(size=4),  # biases move too: they must not count
+        "3.bias": 5.0 * rng.normal(size=2),
+    }
+    with torch.no_grad():
+        state = model.state_dict()
+        for name, delta in deltas.items():
+            state[name].add_(torch.tensor(delta, dtype=torch.float32))
+    ctx = make_ctx(model, torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), 2, initial=initial)
+
+    expected = 0.0
+    for name in ("1.weight", "3.weight"):
+        w = model.state_dict()[name].double().numpy()
+        w0 = initial.state_dict()[name].double().numpy()
+        expected += np.linalg.norm(w - w0, "fro") ** 2
+    # the perturbation itself, independently of the stored tensors
+    assert expected == pytest.approx(sum((deltas[k] ** 2).sum() for k in ("1.weight", "3.weight")), rel=1e-5)
+    with_biases = expected + sum((deltas[k] ** 2).sum() for k in ("1.bias", "3.bias"))
+    value = DistanceFromInit().compute(ctx, None)
+    assert value == pytest.approx(expected, rel=1e-6)
+    assert value != pytest.approx(with_biases, rel=1e-2)
+
+
+def test_dist_from_init_ignores_bias_only_changes():
+    initial = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    model = copy.deepcopy(initial)
+    with torch.no_grad():
+        model[0].bias.add_(3.0)
+        model[2].bias.sub_(1.5)
+    ctx = make_ctx(model, torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), 2, initial=initial)
+    assert DistanceFromInit().compute(ctx, None) == 0.0
+
+
+def test_dist_from_init_conv_weights():
+    torch.manual_seed(1)
+    initial = SmallConvNet().build((1, 4, 4), 2, CNNOptions(channels=[2], kernel_size=3))
+    model = copy.deepcopy(initial)
+    with torch.no_grad():
+        model[0].weight.add_(0.5)  # 2·1·3·3 = 18 entries, each moved by 0.5
+        model[-1].weight.sub_(0.25)  # 2·(2·2·2) = 16 entries, each moved by 0.25
+        model[0].bias.add_(10.0)
+    ctx = make_ctx(model, torch.zeros(1, 1, 4, 4), torch.zeros(1, dtype=torch.long), 2, initial=initial)
+    assert DistanceFromInit().compute(ctx, None) == pytest.approx(18 * 0.25 + 16 * 0.0625, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# inverse-margin
+# ---------------------------------------------------------------------------
+
+# 2-layer network with hand-set weights that are exact in float32 (multiples of 1/4)
+W1 = [[1.0, -1.0], [0.5, 1.0], [-1.0, 0.5]]
+B1 = [0.0, 0.5, -0.5]
+W2 = [[1.0, 0.0, -1.0], [0.5, 1.0, 0.0], [-0.5, 0.5, 1.0]]
+B2 = [0.0, 0.25, -0.25]
+X10 = np.array(
+    [[2, 1], [-2, 2], [0, -2], [1, 1], [-2, -1], [2, -2], [1, 0], [0, 1], [-1, -1], [2, 2]], dtype=np.float64
+)
+
+
+def margin_net() -> nn.Sequential:
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3))
+    set_linear(net[0], W1, B1)
+    set_linear(net[2], W2, B2)
+    return net
+
+
+def numpy_margins(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    h = np.maximum(x @ np.array(W1).T + np.array(B1), 0.0)
+    logits = h @ np.array(W2).T + np.array(B2)
+    out = []
+    for i in range(len(x)):
+        others = [logits[i, j] for j in range(logits.shape[1]) if j != y[i]]
+        out.append(logits[i, y[i]] - max(others))
+    return np.array(out)
+
+
+def margin_labels() -> np.ndarray:
+    """The argmax class for every point but one, which gets a wrong class."""
+    h = np.maximum(X10 @ np.array(W1).T + np.array(B1), 0.0)
+    logits = h @ np.array(W2).T + np.array(B2)
+    y = logits.argmax(1)
+    y[8] = (y[8] + 2) % 3
+    return y
+
+
+def test_inverse_margin_by_hand():
+    y = margin_labels()
+    m = numpy_margins(X10, y)
+    gamma = np.percentile(m, 10)  # numpy's default: linear interpolation
+    # the interpolation matters on this data: "lower"/"nearest" would give another γ
+    assert gamma != np.percentile(m, 10, method="lower")
+    assert gamma > 0
+    assert torch.quantile(torch.tensor(m), 0.10).item() == pytest.approx(gamma, rel=1e-12)
+    ctx = make_ctx(margin_net(), torch.tensor(X10, dtype=torch.float32), torch.tensor(y), 3)
+    assert InverseMargin().compute(ctx, InverseMarginOptions()) == pytest.approx(1 / gamma**2, rel=1e-9)
+
+
+@pytest.mark.parametrize("percentile", [0.0, 35.0, 50.0, 87.5, 100.0])
+def test_inverse_margin_percentile_option(percentile):
+    y = margin_labels()
+    m = numpy_margins(X10, y)
+    gamma = np.percentile(m, percentile)
+    assert torch.quantile(torch.tensor(m), percentile / 100).item() == pytest.approx(gamma, rel=1e-12)
+    ctx = make_ctx(margin_net(), torch.tensor(X10, dtype=torch.float32), torch.tensor(y), 3)
+    value = InverseMargin().compute(ctx, InverseMarginOptions(percentile=percentile))
+    if gamma > 0:
+        assert value == pytest.approx(1 / gamma**2, rel=1e-9)
+    else:
+        assert value == math.inf
+
+
+def test_inverse_margin_uses_the_training_labels():
+    y = margin_labels()
+    flipped = y.copy()
+    flipped[[0, 1, 2]] = (flipped[[0, 1, 2]] + 1) % 3
+    gamma = np.percentile(numpy_margins(X10, flipped), 60)  # 0.95 (1.35 with the original labels)
+    assert gamma > 0 and gamma != pytest.approx(np.percentile(numpy_margins(X10, y), 60))
+    ctx = make_ctx(margin_net(), torch.tensor(X10, dtype=torch.float32), torch.tensor(flipped), 3)
+    value = InverseMargin().compute(ctx, InverseMarginOptions(percentile=60))
+    assert value == pytest.approx(1 / gamma**2, rel=1e-9)
+
+
+def test_inverse_margin_infinite_when_gamma_not_positive():
+    x = torch.tensor(X10, dtype=torch.float32)
+    y = margin_labels()
+    # every label wrong: all margins negative
+    h = np.maximum(X10 @ np.array(W1).T + np.array(B1), 0.0)
+    wrong = (h @ np.array(W2).T + np.array(B2)).argmin(1)
+    assert (numpy_margins(X10, wrong) < 0).all()
+    assert InverseMargin().compute(make_ctx(margin_net(), x, torch.tensor(wrong), 3), InverseMarginOptions()) == math.inf
+    # γ == 0 exactly (all logits tied): still +inf, not a division by zero
+    zero = margin_net()
+    with torch.no_grad():
+        for p in zero.parameters():
+            p.zero_()
+    assert InverseMargin().compute(make_ctx(zero, x, torch.tensor(y), 3), InverseMarginOptions()) == math.inf
+
+
+def test_inverse_margin_two_classes_scaled():
+    # logits (0, s·x): margin of example i is ±s·x_i; γ scales with s, value with 1/s²
+    x = torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0]])
+    y = torch.tensor([1, 1, 1, 1, 1])
+    for s in (1.0, 2.0, 0.5):
+        net = nn.Linear(1, 2)
+        set_linear(net, [[0.0], [s]], [0.0, 0.0])
+        m = s * np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+        gamma = np.percentile(m, 10)  # 1.4·s
+        assert gamma == pytest.approx(1.4 * s)
+        value = InverseMargin().compute(make_ctx(net, x, y, 2), InverseMarginOptions())
+        assert value == pytest.approx(1 / (1.4 * s) ** 2, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# path-norm
+# ---------------------------------------------------------------------------
+
+
+def quarter_weights(rng: np.random.Generator, shape) -> np.ndarray:
+    """Small weights in multiples of 1/4 (exact squares in float32)."""
+    return rng.integers(-4, 5, size=shape) / 4.0
+
+
+def path_norm_by_enumeration(layers: list[tuple[np.ndarray, np.ndarray]], num_inputs: int) -> float:
+    """Σ_outputs Σ_paths Π squared parameters, for a 2-hidden-layer MLP, with explicit loops.
+
+    A path starts at an input unit (value 1) or at a bias of some layer and runs to an
+    output unit through every later layer.
+    """
+    (w1, b1), (w2, b2), (w3, b3) = layers
+    h1, h2, out = w1.shape[0], w2.shape[0], w3.shape[0]
+    total = 0.0
+    for k in range(out):
+        # input → h1 → h2 → output
+        for i in range(num_inputs):
+            for j in range(h1):
+                for l in range(h2):
+                    total += w1[j, i] ** 2 * w2[l, j] ** 2 * w3[k, l] ** 2
+        # bias of layer 1 → h2 → output
+        for j in range(h1):
+            for l in range(h2):
+                total += b1[j] ** 2 * w2[l, j] ** 2 * w3[k, l] ** 2
+        # bias of layer 2 → output
+        for l in range(h2):
+            total += b2[l] ** 2 * w3[k, l] ** 2
+        # bias of the output layer
+        total += b3[k] ** 2
+    return total
+
+
+def test_path_norm_by_enumeration():
+    rng = np.random.default_rng(7)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    for layer, (o, i) in zip([net[1], net[3], net[5]], [(4, 3), (3, 4), (2, 3)]):
+        set_linear(layer, quarter_weights(rng, (o, i)), quarter_weights(rng, o))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    ctx = make_ctx(net, torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), 2)
+    expected = path_norm_by_enumeration(linear_layers(net), 3)
+    assert expected > 0
+    assert PathNorm().compute(ctx, None) == pytest.approx(expected, rel=1e-12)
+    # the measure works on a copy: the model is untouched
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_path_norm_one_hidden_layer_closed_form():
+    # 1 input, 1 hidden unit, 1 output: w2²·(w1²·1 + b1²) + b2²
+    net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+    set_linear(net[0], [[-2.0]], [3.0])
+    set_linear(net[2], [[0.5]], [-1.0])
+    ctx = make_ctx(net, torch.zeros(1, 1), torch.zeros(1, dtype=torch.long), 1)
+    assert PathNorm().compute(ctx, None) == pytest.approx(0.25 * (4.0 + 9.0) + 1.0, rel=1e-12)
+
+
+@FAST
+@given(
+    seed=st.integers(0, 10_000),
+    layer=st.sampled_from([0, 1]),
+    unit=st.integers(0, 3),
+    c=st.floats(0.1, 10.0),
+)
+def test_path_norm_invariant_under_relu_rescaling(seed, layer, unit, c):
+    net = seeded_mlp([3, 4, 4, 2], seed)
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(seed))
+    ctx = make_ctx(net, x, torch.zeros(16, dtype=torch.long), 2)
+    before = PathNorm().compute(ctx, None)
+    outputs_before = net(x).detach()
+
+    rescaled = copy.deepcopy(net)
+    r_linears = [m for m in rescaled if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        r_linears[layer].weight[unit] *= c
+        r_linears[layer].bias[unit] *= c
+        r_linears[layer + 1].weight[:, unit] /= c
+    ctx2 = make_ctx(rescaled, x, torch.zeros(16, dtype=torch.long), 2)
+    after = PathNorm().compute(ctx2, None)
+
+    # the network function is unchanged ...
+    torch.testing.assert_close(rescaled(x).detach(), outputs_before, rtol=1e-5, atol=1e-5)
+    # ... and so is the path norm (also equal to the explicit sum over paths)
+    assert after == pytest.approx(before, rel=1e-6)
+    assert before == pytest.approx(path_norm_by_enumeration(linear_layers(net), 3), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# rademacher
+# ---------------------------------------------------------------------------
+
+RADEMACHER_TRAIN = TrainConfig(lr=0.1, schedule="constant", max_steps=2000)
+
+
+def rademacher_inputs(seed: int = 1, n: int = 24) -> torch.Tensor:
+    return torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def fresh_rademacher_cache(monkeypatch):
+    monkeypatch.setattr(EmpiricalRademacher, "_cache", {})
+
+
+def recorded_rademacher(hidden: list[int], train: TrainConfig) -> dict:
+    """One real estimate on 24 random points in R⁴, with the retrainer's fits recorded."""
+    saved = EmpiricalRademacher._cache
+    EmpiricalRademacher._cache = {}
+    try:
+        x = rademacher_inputs()
+        run = make_run(hidden, train)
+        model = MultilayerPerceptron().build((4,), 2, MLPOptions(hidden=hidden))
+        ctx = make_ctx(model, x, torch.zeros(24, dtype=torch.long), 2, run=run)
+        recorder = RecordingRetrainer(ctx.retrainer)
+        ctx.retrainer = recorder
+        options = RademacherOptions()
+        value = EmpiricalRademacher().compute(ctx, options)
+        return dict(value=value, recorder=recorder, x=x, run=run, options=options, cache=EmpiricalRademacher._cache)
+    finally:
+        EmpiricalRademacher._cache = saved
+
+
+@pytest.fixture(scope="module")
+def memorizing_rademacher():
+    """MLP [64]: can memorize any labeling of 24 points."""
+    return recorded_rademacher([64], RADEMACHER_TRAIN)
+
+
+@pytest.fixture(scope="module")
+def weak_rademacher():
+    """MLP [1] trained for 5 steps: cannot memorize."""
+    return recorded_rademacher([1], TrainConfig(lr=0.1, schedule="constant", max_steps=5))
+
+
+def correlations_from_sign_draws(estimate: dict) -> list[float]:
+    """(1/n) Σ σ_i h(x_i) per draw, σ reproduced from the documented seeding, h by numpy."""
+    recorder, x, options = estimate["recorder"], estimate["x"], estimate["options"]
+    n = len(x)
+    assert len(recorder.calls) == 1
+    call = recorder.calls[0]
+    assert call["num_classes"] == 2 and call["train_indices"] is None
+    assert len(call["models"]) == options.draws
+    correlations = []
+    for draw in range(options.draws):
+        generator = torch.Generator().manual_seed(options.seed * 1000 + draw)
+        sigma = (torch.randint(0, 2, (n,), generator=generator) * 2 - 1).numpy()
+        assert set(np.unique(sigma)) <= {-1, 1}
+        # the network of this draw was trained on label 1 ⇔ σ = +1
+        np.testing.assert_array_equal(call["labels"][draw].numpy(), (sigma + 1) // 2)
+        logits = numpy_mlp(call["models"][draw], x.numpy())
+        h = np.where(logits[:, 1] > logits[:, 0], 1, -1)
+        correlations.append(float(np.sum(sigma * h)) / n)
+    return correlations
+
+
+@pytest.mark.parametrize("which", ["memorizing_rademacher", "weak_rademacher"])
+def test_rademacher_recomputed_from_its_sign_draws(which, request):
+    estimate = request.getfixturevalue(which)
+    correlations = correlations_from_sign_draws(estimate)
+    assert estimate["value"] == pytest.approx(float(np.mean(correlations)), abs=1e-6)
+
+
+def test_rademacher_near_one_for_a_memorizing_class(memorizing_rademacher):
+    assert memorizing_rademacher["value"] >= 0.95
+
+
+def test_rademacher_smaller_for_a_class_that_cannot_memorize(weak_rademacher, memorizing_rademacher):
+    value = weak_rademacher["value"]
+    assert -1.0 <= value <= 0.3
+    assert value < memorizing_rademacher["value"] - 0.5
+    # a non-trivial value, so that the recomputation above checks the averaging itself
+    assert abs(value) < 1.0
+
+
+def test_rademacher_cache_shared_across_runs(memorizing_rademacher, monkeypatch):
+    monkeypatch.setattr(EmpiricalRademacher, "_cache", memorizing_rademacher["cache"])
+    x = memorizing_rademacher["x"].clone()  # equal inputs, another tensor
+    # another run (other seed, other trained model and labels) of the same architecture and recipe
+    run = memorizing_rademacher["run"].model_copy(update={"seed": 5})
+    torch.manual_seed(123)
+    model = MultilayerPerceptron().build((4,), 2, MLPOptions(hidden=[64]))
+    ctx = make_ctx(model, x, torch.ones(24, dtype=torch.long), 2, run=run)
+    recorder = RecordingRetrainer(ctx.retrainer)
+    ctx.retrainer = recorder
+    assert EmpiricalRademacher().compute(ctx, memorizing_rademacher["options"]) == memorizing_rademacher["value"]
+    assert recorder.calls == []  # served from the cache, nothing retrained
+
+
+def test_rademacher_cache_misses_on_other_inputs_or_options(fresh_rademacher_cache):
+    train = TrainConfig(lr=0.1, schedule="constant", max_steps=3)
+    run = make_run([1], train)
+    model = MultilayerPerceptron().build((4,), 2, MLPOptions(hidden=[1]))
+
+    def fits(x, options):
+        ctx = make_ctx(model, x, torch.zeros(len(x), dtype=torch.long), 2, run=run)
+        recorder = RecordingRetrainer(ctx.retrainer)
+        ctx.retrainer = recorder
+        EmpiricalRademacher().compute(ctx, options)
+        return len(recorder.calls)
+
+    assert fits(rademacher_inputs(1), RademacherOptions(draws=1)) == 1
+    assert fits(rademacher_inputs(1), RademacherOptions(draws=1)) == 0
+    assert fits(rademacher_inputs(2), RademacherOptions(draws=1)) == 1
+    assert fits(rademacher_inputs(1), RademacherOptions(draws=1, seed=1)) == 1
+
+
+# ---------------------------------------------------------------------------
+# cross-validation
+# ---------------------------------------------------------------------------
+
+CV_TRAIN = TrainConfig(lr=0.1, schedule="constant", max_steps=100)
+
+
+def blobs(seed: int, n: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two Gaussian blobs in R², centres (−5, −5) and (5, 5), unit variance."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 2, generator=g) + (y[:, None].float() * 2 - 1) * 5.0
+    return x, y
+
+
+def cv_context(x, y, seed, hidden=(16,)):
+    run = make_run(list(hidden), CV_TRAIN, seed=seed)
+    model = MultilayerPerceptron().build((2,), 2, MLPOptions(hidden=list(hidden)))
+    return make_ctx(model, x, y, 2, run=run)
+
+
+@pytest.mark.parametrize("evaluated_folds", [1, None])
+def test_cross_validation_separable_blobs(evaluated_folds):
+    x, y = blobs(0)
+    ctx = cv_context(x, y, seed=0)
+    assert CrossValidation().compute(ctx, CrossValidationOptions(evaluated_folds=evaluated_folds)) >= 0.9
+
+
+def test_cross_validation_random_labels_near_zero():
+    # labels drawn uniformly at random, independently of the (well-separated) inputs;
+    # full 5-fold estimates averaged over seeds, so that the chance agreement of a
+    # 60-example sample does not dominate
+    values = []
+    for seed in range(6):
+        x, _ = blobs(seed)
+        labels = torch.randint(0, 2, (len(x),), generator=torch.Generator().manual_seed(100 + seed))
+        options = CrossValidationOptions(evaluated_folds=None, seed=seed)
+        values.append(CrossValidation().compute(cv_context(x, labels, seed), options))
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert np.mean(values) <= 0.2
+
+
+@pytest.mark.parametrize("evaluated_folds", [1, 3, None])
+def test_cross_validation_recomputed_from_its_folds(evaluated_folds):
+    # 60 examples, 5 folds: every training set is exactly the complement of its held-out fold
+    x, y = blobs(1)
+    y = y.clone()
+    y[:6] = 1 - y[:6]  # a few labels the networks cannot reproduce on held-out data
+    ctx = cv_context(x, y, seed=3)
+    recorder = RecordingRetrainer(ctx.retrainer)
+    ctx.retrainer = recorder
+    options = CrossValidationOptions(folds=5, evaluated_folds=evaluated_folds, seed=2)
+    value = CrossValidation().compute(ctx, options)
+
+    used = 5 if evaluated_folds is None else evaluated_folds
+    assert len(recorder.calls) == 1
+    call = recorder.calls[0]
+    assert len(call["models"]) == used and call["num_classes"] == 2
+    # trained on the labels the model was trained on, one row per evaluated fold
+    assert tuple(call["labels"].shape) == (used, 60)
+    for row in call["labels"]:
+        assert torch.equal(row, y)
+    assert call["seeds"] == [3 * 1000 + 2 * 100 + j for j in range(used)]
+    correct = total = 0
+    held_out_seen: list[int] = []
+    for model, train in zip(call["models"], call["train_indices"]):
+        train = train.numpy()
+        assert len(train) == 48 and len(set(train.tolist())) == 48
+        held_out = np.setdiff1d(np.arange(60), train)
+        assert len(held_out) == 12
+        held_out_seen += held_out.tolist()
+        predictions = numpy_mlp(model, x.numpy()[held_out]).argmax(1)
+        correct += int((predictions == y.numpy()[held_out]).sum())
+        total += len(held_out)
+    assert total == 12 * used
+    assert len(set(held_out_seen)) == 12 * used  # different folds are held out
+    accuracy = correct / total
+    assert value == pytest.approx(max(0.0, (accuracy - 0.5) / 0.5), abs=1e-12)
+    assert 0.0 < value < 1.0  # the flipped labels make this a non-trivial check
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "classes", "expected"),
+    [
+        (1.0, 2, 1.0),
+        (0.5, 2, 0.0),
+        (0.75, 2, 0.5),
+        (0.3, 2, 0.0),  # below chance: clamped at 0
+        (0.1, 10, 0.0),
+        (0.55, 10, 0.5),
+        (0.625, 4, 0.5),
+        (1.0, 10, 1.0),
+    ],
+)
+def test_rescale_to_chance_by_hand(accuracy, classes, expected):
+    assert rescale_to_chance(accuracy, classes) == pytest.approx(expected, abs=1e-12)
+
+
+@FAST
+@given(
+    n=st.integers(2, 120),
+    folds=st.integers(2, 10),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_fold_indices_partition(n, folds, seed):
+    training, held_out = fold_indices(n, folds, torch.Generator().manual_seed(seed))
+    assert len(held_out) == folds
+    # the held-out folds partition range(n), with sizes differing by at most one
+    everything = np.concatenate([f.numpy() for f in held_out])
+    assert sorted(everything.tolist()) == list(range(n))
+    sizes = [len(f) for f in held_out]
+    assert max(sizes) - min(sizes) <= 1
+    # equal-size training sets of n − ⌈n/k⌉ distinct examples, disjoint from their fold
+    assert tuple(training.shape) == (folds, n - math.ceil(n / folds))
+    for j in range(folds):
+        row = training[j].numpy()
+        assert len(set(row.tolist())) == len(row)
+        assert ((row >= 0) & (row < n)).all()
+        assert not set(row.tolist()) & set(held_out[j].tolist())
+    # deterministic in the generator's seed
+    training2, held_out2 = fold_indices(n, folds, torch.Generator().manual_seed(seed))
+    assert torch.equal(training, training2)
+    assert all(torch.equal(a, b) for a, b in zip(held_out, held_out2))
