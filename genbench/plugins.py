@@ -82,7 +82,11 @@ def _selected(names: Iterable[str]) -> set[str] | None:
     raw = os.environ.get("GENBENCH_LOAD_PLUGINS")
     if raw is None:
         return None
-    return {part.strip() for part in raw.split(",") if part.strip()}
+    wanted = {part.strip() for part in raw.split(",") if part.strip()}
+    unknown = sorted(wanted - set(names))
+    if unknown:
+        _warn(f"GENBENCH_LOAD_PLUGINS names no installed plugin: {', '.join(unknown)}")
+    return wanted
 
 
 def _genbench_version() -> str:

@@ -7,7 +7,14 @@ member has its own initialization, data order and labels (and optionally its own
 inputs and its own training subset), and stops on its own criterion; a stopped
 member leaves the ensemble at once, so its weights are frozen and it costs
 nothing more. The ensemble ends when every member has stopped or the step budget
-is spent. SGD with momentum is applied to the stacked tensors exactly as
+is spent.
+
+Stopping is decided on the full training set, evaluated at the end of an epoch, but
+only once the member's running minibatch statistics over that epoch (computed on the
+forward passes training makes anyway, before each update) come close to the criterion
+(within ACCURACY_GATE of the target accuracy, or LOSS_GATE × the loss threshold):
+evaluating every member at every epoch would cost a third of the training compute. The loss curve holds the epoch-mean minibatch
+loss. SGD with momentum is applied to the stacked tensors exactly as
 ``torch.optim.SGD`` applies it to one model (buf = μ·buf + g; w -= lr·buf).
 """
 
@@ -28,6 +35,11 @@ from torch.func import functional_call, stack_module_state, vmap
 from genbench.schemas import TrainConfig
 
 EVAL_CHUNK = 2048
+#: In loss mode, a member is checked on its full training set at the end of an epoch
+#: whose mean minibatch loss is at most LOSS_GATE × the threshold.
+LOSS_GATE = 2.0
+#: In accuracy mode, at a running minibatch accuracy of at least target − ACCURACY_GATE.
+ACCURACY_GATE = 0.02
 
 MemberStatus = Literal["converged", "budget", "diverged"]
 
@@ -131,10 +143,11 @@ class EnsembleTrainer:
         ]
         alive = torch.arange(num_members, device=device)
         outcomes: list[MemberOutcome] = []
+        running = _zero_running(num_members, device)
         step = 0
 
         def finish(positions: list[int], status: list[MemberStatus], accuracy, loss) -> None:
-            nonlocal params, buffers, momentum, alive, members
+            nonlocal params, buffers, momentum, alive, members, running
             for pos, member_status in zip(positions, status):
                 member = members[pos]
                 state = {k: v[pos].detach().to("cpu").clone() for k, v in params.items()}
@@ -164,6 +177,7 @@ class EnsembleTrainer:
             params = {k: v.detach()[keep_index].clone().requires_grad_(True) for k, v in params.items()}
             buffers = {k: v[keep_index].clone() for k, v in buffers.items()}
             momentum = {k: v[keep_index].clone() for k, v in momentum.items()}
+            running = {k: (v[keep_index] if k != "seen" else v) for k, v in running.items()}
             alive = alive[keep_index]
             members = [members[i] for i in keep]
 
@@ -180,6 +194,10 @@ class EnsembleTrainer:
             base.train()
             logits = self._forward(base, params, buffers, x)
             per_member = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(members), -1)
+            with torch.no_grad():
+                running["correct"] += (logits.argmax(-1) == y).sum(dim=1)
+                running["loss"] += per_member.sum(dim=1)
+                running["seen"] += y.shape[1]
             per_member = per_member.mean(dim=1)
             grads = torch.autograd.grad(per_member.sum(), list(params.values()))
             lr = learning_rate(config, epoch)
@@ -200,21 +218,31 @@ class EnsembleTrainer:
                 nan = [math.nan] * len(members)
                 finish(diverged, ["diverged"] * len(diverged), nan, nan)
             if members and (end_of_epoch or step >= config.max_steps):
-                accuracy, loss = self.evaluate(base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs)
-                for member, value in zip(members, loss.tolist()):
+                running_accuracy = (running["correct"] / running["seen"]).cpu()
+                running_loss = (running["loss"] / running["seen"]).cpu()
+                for member, value in zip(members, running_loss.tolist()):
                     member.loss_curve.append((step, value))
-                done = accuracy >= config.target_accuracy if config.stop == "accuracy" else loss <= config.loss_threshold
-                done = done | ~torch.isfinite(loss)
-                positions = [i for i, flag in enumerate(done.tolist()) if flag]
-                statuses: list[MemberStatus] = [
-                    "converged" if math.isfinite(loss[i]) else "diverged" for i in positions
-                ]
-                if step >= config.max_steps:
-                    rest = [i for i in range(len(members)) if i not in positions]
-                    positions += rest
-                    statuses += ["budget"] * len(rest)
-                if positions:
-                    finish(positions, statuses, accuracy.tolist(), loss.tolist())
+                if config.stop == "accuracy":
+                    candidates = running_accuracy >= config.target_accuracy - ACCURACY_GATE
+                else:
+                    candidates = running_loss <= LOSS_GATE * config.loss_threshold
+                running = _zero_running(len(members), device)
+                if step >= config.max_steps or bool(candidates.any()):
+                    accuracy, loss = self.evaluate(
+                        base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs
+                    )
+                    fitted = accuracy >= config.target_accuracy if config.stop == "accuracy" else loss <= config.loss_threshold
+                    done = (candidates & fitted) | ~torch.isfinite(loss)
+                    positions = [i for i, flag in enumerate(done.tolist()) if flag]
+                    statuses: list[MemberStatus] = [
+                        "converged" if math.isfinite(loss[i]) else "diverged" for i in positions
+                    ]
+                    if step >= config.max_steps:
+                        rest = [i for i in range(len(members)) if i not in positions]
+                        positions += rest
+                        statuses += ["budget"] * len(rest)
+                    if positions:
+                        finish(positions, statuses, accuracy.tolist(), loss.tolist())
         return sorted(outcomes, key=lambda o: o.index)
 
     def _forward(self, base: nn.Module, params, buffers, x: torch.Tensor) -> torch.Tensor:
@@ -245,6 +273,12 @@ class EnsembleTrainer:
         base.train()
         size = indices.shape[1]
         return (correct / size).cpu(), (total_loss / size).cpu()
+
+
+def _zero_running(members: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Per-member sums over the current epoch's minibatches (before each update)."""
+    zeros = torch.zeros(members, device=device)
+    return {"correct": zeros.clone(), "loss": zeros.clone(), "seen": torch.zeros((), device=device)}
 
 
 def _ordered_like(reference: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

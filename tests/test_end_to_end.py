@@ -52,7 +52,7 @@ def test_measures_show_the_phenomenon(grid):
     rows = board.set_index("measure")
     assert rows.loc["cross-validation", "axiom"] == "pass"
     assert rows.loc["cross-validation", "tau_gap"] > 0.5
-    oracle = rows.loc["oracle (gap + N(0, 0.02²))"]
+    oracle = rows.loc["oracle σ=0.02"]
     assert oracle["reference"] and oracle["tau_gap"] > 0.7
 
 

@@ -30,6 +30,8 @@ COLUMNS = [
     "tau_level",
     "axiom",
     "axiom_value",
+    "value_clean",
+    "value_noise",
     "seconds_per_run",
 ]
 Format = Literal["table", "markdown", "csv", "json"]
@@ -66,7 +68,11 @@ def _score_row(frame: pd.DataFrame, column: str, kind: str, axes: list[str], ref
         if len(at_one) and at_one.notna().any():
             axiom_value = float(at_one.mean())
             axiom = "pass" if abs(axiom_value) <= AXIOM_TOLERANCE else "fail"
+    levels = frame["level"].astype(float)
+    values = frame[column].astype(float)
     return {
+        "value_clean": float(values[levels == levels.min()].mean()),
+        "value_noise": float(values[levels == levels.max()].mean()),
         "kind": "reference" if reference else kind,
         "reference": reference,
         "runs": int(frame[column].notna().sum()),
@@ -99,7 +105,7 @@ def build_leaderboard(runs: pd.DataFrame, values: pd.DataFrame, kinds: dict[str,
     for std in ORACLE_STDS:
         oracle = runs.assign(oracle=noisy_oracle(runs["gap"].to_numpy(dtype=float), std, ORACLE_SEED))
         row = _score_row(oracle, "oracle", "complexity", axes, reference=True)
-        row.update(measure=f"oracle (gap + N(0, {std}²))", seconds_per_run=0.0)
+        row.update(measure=f"oracle σ={std}", seconds_per_run=0.0)
         rows.append(row)
     board = pd.DataFrame(rows, columns=COLUMNS)
     board = board.sort_values("tau_gap", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
@@ -112,6 +118,14 @@ def _fmt(value: object, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:+.{digits}f}" if digits == 3 else f"{value:.{digits}f}"
     return str(value)
+
+
+def _short(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.3g}"
 
 
 def _display_rows(board: pd.DataFrame) -> list[list[str]]:
@@ -127,6 +141,7 @@ def _display_rows(board: pd.DataFrame) -> list[list[str]]:
                 _fmt(record["tau_gap"]),
                 _fmt(record["psi"]),
                 _fmt(record["tau_level"]),
+                f"{_short(record['value_clean'])} → {_short(record['value_noise'])}",
                 axiom,
                 f"{record['seconds_per_run']:.3f}",
                 str(record["runs"]),
@@ -135,11 +150,11 @@ def _display_rows(board: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
-HEADERS = ["measure", "kind", "τ(gap)", "Ψ", "τ(p_c)", "p_c=1 check", "s/run", "runs"]
+HEADERS = ["measure", "kind", "τ(gap)", "Ψ", "τ(p_c)", "value, p_c low → high", "p_c=1 check", "s/run", "runs"]
 FOOTNOTE = (
     "τ: Kendall tau-b over all runs; Ψ: granulated Kendall (mean over grid axes); capability scores "
-    "enter negated, so for every row larger is better. p_c=1 check: a capability score must be "
-    f"≈ 0 (|mean| ≤ {AXIOM_TOLERANCE}) where labels are pure noise. Reference rows are the gap plus noise."
+    "enter negated, so for every row larger is better; a constant measure has no τ (–). p_c=1 check: a capability score must be "
+    f"≈ 0 (|mean| ≤ {AXIOM_TOLERANCE}) where labels are pure noise. Reference rows (oracle σ) are the true gap plus N(0, σ²) noise."
 )
 
 
@@ -165,7 +180,7 @@ def render(board: pd.DataFrame, fmt: Format = "table", title: str = "genbench le
     for header in HEADERS:
         table.add_column(header, justify="left" if header in ("measure", "kind", "p_c=1 check") else "right")
     for row in rows:
-        style = "dim italic" if row[1] == "reference" else ("red" if row[5].startswith("fail") else None)
+        style = "dim italic" if row[1] == "reference" else ("red" if row[6].startswith("fail") else None)
         table.add_row(*row, style=style)
     buffer = io.StringIO()
     Console(file=buffer, width=120, force_terminal=False).print(table)
