@@ -56,7 +56,12 @@ def resolve_runs(spec: ExperimentSpec) -> list[RunSpec]:
     """Expand the grid, checking every name and option and normalizing options."""
     datasets = {d.name: normalized("datasets", d) for d in spec.datasets}
     models = {m.name + repr(m.options): normalized("models", m) for m in spec.models}
-    corruptions = {c.name: normalized("corruptions", c) for c in spec.corruptions}
+    corruptions = {}
+    for corruption in spec.corruptions:
+        options = {k: v for k, v in corruption.options.items() if k != "levels"}
+        corruptions[corruption.name + repr(options)] = normalized(
+            "corruptions", ComponentRef(name=corruption.name, options=options)
+        )
     runs = []
     for run in spec.expand():
         runs.append(
@@ -65,7 +70,7 @@ def resolve_runs(spec: ExperimentSpec) -> list[RunSpec]:
                     "dataset": datasets[run.dataset.name],
                     "model": models[run.model.name + repr(run.model.options)],
                     "corruption": run.corruption.model_copy(
-                        update={"options": corruptions[run.corruption.name].options}
+                        update={"options": corruptions[run.corruption.name + repr(run.corruption.options)].options}
                     ),
                 }
             )

@@ -171,24 +171,39 @@ class ExperimentSpec(BaseModel):
     def _levels_in_unit_interval(cls, values: list[float]) -> list[float]:
         return [_check_level(v) for v in values]
 
+    def corruption_levels(self, corruption: ComponentRef) -> list[float]:
+        """The levels of one corruption entry: its own ``levels`` option, else ``levels``."""
+        own = corruption.options.get("levels")
+        if own is None:
+            return list(self.levels)
+        if not isinstance(own, list) or not own:
+            raise SpecError(f"levels of corruption '{corruption.name}' must be a non-empty list, got {own!r}")
+        try:
+            return [_check_level(level) for level in own]
+        except ValueError as exc:
+            raise SpecError(f"corruption '{corruption.name}': {exc}") from None
+
     def expand(self) -> list[RunSpec]:
-        """The grid, one RunSpec per cell; the corruption seed equals the run seed."""
+        """The grid, one RunSpec per cell; the corruption seed equals the run seed.
+
+        A corruption entry may carry its own ``levels`` (e.g. the label-noise sweep
+        beside pixel corruptions at p_c = 1); the others use the spec's ``levels``."""
         runs = []
-        for dataset, model, corruption, level, seed in itertools.product(
-            self.datasets, self.models, self.corruptions, self.levels, self.seeds
+        for dataset, model, corruption, seed in itertools.product(
+            self.datasets, self.models, self.corruptions, self.seeds
         ):
-            runs.append(
-                RunSpec(
-                    dataset=dataset,
-                    model=model,
-                    corruption=CorruptionSpec(
-                        name=corruption.name, level=level, seed=seed, options=corruption.options
-                    ),
-                    train=self.train,
-                    seed=seed,
-                    test_labels=self.test_labels,
+            options = {k: v for k, v in corruption.options.items() if k != "levels"}
+            for level in self.corruption_levels(corruption):
+                runs.append(
+                    RunSpec(
+                        dataset=dataset,
+                        model=model,
+                        corruption=CorruptionSpec(name=corruption.name, level=level, seed=seed, options=options),
+                        train=self.train,
+                        seed=seed,
+                        test_labels=self.test_labels,
+                    )
                 )
-            )
         return runs
 
     @classmethod

@@ -104,3 +104,17 @@ def test_resolve_rejects_unknown_names_and_options():
         resolve_runs(ExperimentSpec(datasets=[ComponentRef(name="digit")]))
     with pytest.raises(SpecError, match="invalid options for model 'mlp': width: unknown field"):
         resolve_runs(ExperimentSpec(models=[ComponentRef(name="mlp", options={"width": 3})]))
+
+
+def test_a_corruption_entry_may_carry_its_own_levels():
+    spec = ExperimentSpec(
+        corruptions=[ComponentRef(name="labels", options={"levels": [0.0, 0.5]}), ComponentRef(name="labels")],
+        levels=[1.0],
+        seeds=[0],
+        models=[ComponentRef(name="mlp")],
+    )
+    runs = resolve_runs(spec)
+    assert sorted(r.corruption.level for r in runs) == [0.0, 0.5, 1.0]
+    assert all("levels" not in r.corruption.options for r in runs)
+    with pytest.raises(SpecError, match="p_c must be in"):
+        ExperimentSpec(corruptions=[ComponentRef(name="labels", options={"levels": [2.0]})]).expand()
