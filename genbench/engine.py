@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from genbench import __version__
-from genbench.datasets import Dataset
+from genbench.datasets import Dataset, load_dataset
 from genbench.errors import GenbenchError, MeasureError, SpecError
 from genbench.measures.base import MeasureContext, TrainingLog, options_hash
 from genbench.plugins import registry
@@ -55,7 +55,10 @@ def normalized(kind: str, ref: ComponentRef) -> ComponentRef:
 def resolve_runs(spec: ExperimentSpec) -> list[RunSpec]:
     """Expand the grid, checking every name and option and normalizing options."""
     datasets = {d.name: normalized("datasets", d) for d in spec.datasets}
-    models = {m.name + repr(m.options): normalized("models", m) for m in spec.models}
+    models = {}
+    for model in spec.models:
+        options = {k: v for k, v in model.options.items() if k != "train"}
+        models[model.name + repr(options)] = normalized("models", ComponentRef(name=model.name, options=options))
     corruptions = {}
     for corruption in spec.corruptions:
         options = {k: v for k, v in corruption.options.items() if k != "levels"}
@@ -104,7 +107,7 @@ def prepare_data(run: RunSpec, data_dir: str | None = None) -> Dataset:
     )
     if key not in _DATA_CACHE:
         factory = registry("datasets").get(run.dataset.name)
-        dataset = factory.load(validated_options("datasets", run.dataset), data_dir)
+        dataset = load_dataset(factory, validated_options("datasets", run.dataset), data_dir)
         corruption = registry("corruptions").get(run.corruption.name)
         options = validated_options("corruptions", run.corruption)
         corrupted = corruption.apply(dataset, run.corruption.level, run.corruption.seed, options, run.test_labels)
@@ -122,10 +125,28 @@ def model_builder(run: RunSpec, dataset: Dataset, num_classes: int | None = None
     return lambda: factory.build(dataset.input_shape, classes, options)
 
 
+def is_closed_form(run: RunSpec) -> bool:
+    return bool(getattr(registry("models").get(run.model.name), "closed_form", False))
+
+
 def build_model(run: RunSpec, dataset: Dataset, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The run's network with ``state`` loaded (closed-form models rebuild from the state)."""
+    factory = registry("models").get(run.model.name)
+    if getattr(factory, "closed_form", False):
+        return factory.from_state(state, dataset.input_shape, dataset.num_classes, validated_options("models", run.model))
     model = model_builder(run, dataset)()
     model.load_state_dict(state)
     return model
+
+
+def fit_closed_form(
+    run: RunSpec, inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int
+) -> tuple[nn.Module, nn.Module, dict[str, float]]:
+    """(initial, fitted, diagnostics) of a model that is fitted in closed form."""
+    factory = registry("models").get(run.model.name)
+    options = validated_options("models", run.model)
+    fitted, diagnostics = factory.fit(inputs, labels, num_classes, options, seed)
+    return factory.initial(fitted), fitted, {k: float(v) for k, v in diagnostics.items()}
 
 
 def group_runs(runs: list[RunSpec]) -> list[list[RunSpec]]:
@@ -162,9 +183,17 @@ class Retrainer:
         train_indices: torch.Tensor | None = None,
         inputs: torch.Tensor | None = None,
     ) -> list[nn.Module]:
+        x = self.dataset.x_train if inputs is None else inputs
+        if is_closed_form(self.run):
+            classes = self.dataset.num_classes if num_classes is None else num_classes
+            models = []
+            for i, seed in enumerate(seeds):
+                rows = slice(None) if train_indices is None else train_indices[i].cpu()
+                _, fitted, _ = fit_closed_form(self.run, x[rows], labels[i][rows], classes, seed)
+                models.append(fitted.to(self.device).eval())
+            return models
         build = model_builder(self.run, self.dataset, num_classes)
         trainer = EnsembleTrainer(self.run.train, self.device, self.vmappable)
-        x = self.dataset.x_train if inputs is None else inputs
         outcomes = trainer.fit(build, x, labels, seeds, train_indices=train_indices)
         models = []
         for outcome in outcomes:
@@ -202,6 +231,8 @@ class Engine:
         return summary
 
     def _train_group(self, runs: list[RunSpec]) -> list[RunResult]:
+        if is_closed_form(runs[0]):
+            return [self._fit_closed_form(run) for run in runs]
         datasets = [prepare_data(run, self.data_dir) for run in runs]
         first = datasets[0]
         shared_inputs = all(d.x_train is first.x_train for d in datasets)
@@ -232,9 +263,39 @@ class Engine:
         )
         return results
 
-    def _result(self, run, dataset, outcome: MemberOutcome, build, num_parameters: int) -> RunResult:
+    def _fit_closed_form(self, run: RunSpec) -> RunResult:
+        """Fit a closed-form model (no steps); stored and measured like a trained one."""
+        self.reporter.group_started([run])
+        started = time.perf_counter()
+        dataset = prepare_data(run, self.data_dir)
+        initial, fitted, diagnostics = fit_closed_form(run, dataset.x_train, dataset.y_train, dataset.num_classes, run.seed)
+        train_accuracy, train_loss = accuracy_and_loss(predict(fitted, dataset.x_train, self.device), dataset.y_train)
+        fitted_all = train_accuracy >= run.train.target_accuracy
+        outcome = MemberOutcome(
+            index=0,
+            status="converged" if fitted_all else "budget",
+            steps=0,
+            epochs=0.0,
+            steps_to_fit=0 if fitted_all else None,
+            train_accuracy=train_accuracy,
+            train_loss=train_loss,
+            loss_curve=[],
+            initial_state=dict(initial.state_dict()),
+            final_state=dict(fitted.state_dict()),
+            wall_time=time.perf_counter() - started,
+        )
+        num_parameters = sum(p.numel() for p in fitted.parameters())
+        result = self._result(run, dataset, outcome, lambda: fitted, num_parameters, diagnostics)
+        self.store.save_run(run, result, outcome.initial_state, outcome.final_state)
+        self.reporter.run_done(run, result)
+        return result
+
+    def _result(
+        self, run, dataset, outcome: MemberOutcome, build, num_parameters: int, diagnostics: dict | None = None
+    ) -> RunResult:
         model = build()
-        model.load_state_dict(outcome.final_state)
+        if not is_closed_form(run):
+            model.load_state_dict(outcome.final_state)
         test_accuracy, test_loss = accuracy_and_loss(predict(model, dataset.x_test, self.device), dataset.y_test)
         clean = dataset.clean_train_labels()
         return RunResult(
@@ -256,6 +317,7 @@ class Engine:
             num_classes=dataset.num_classes,
             num_parameters=num_parameters,
             labels_changed=(dataset.y_train != clean).float().mean().item(),
+            diagnostics=diagnostics or {},
             genbench_version=__version__,
         )
 

@@ -183,23 +183,35 @@ class ExperimentSpec(BaseModel):
         except ValueError as exc:
             raise SpecError(f"corruption '{corruption.name}': {exc}") from None
 
+    def model_train(self, model: ComponentRef) -> TrainConfig:
+        """The recipe of one model entry: ``train`` with the entry's own ``train`` table applied."""
+        own = model.options.get("train")
+        if own is None:
+            return self.train
+        if not isinstance(own, dict):
+            raise SpecError(f"train of model '{model.name}' must be a table, got {own!r}")
+        return parse_spec(TrainConfig, {**self.train.model_dump(), **own}, source=f"train of model '{model.name}'")
+
     def expand(self) -> list[RunSpec]:
         """The grid, one RunSpec per cell; the corruption seed equals the run seed.
 
         A corruption entry may carry its own ``levels`` (e.g. the label-noise sweep
-        beside pixel corruptions at p_c = 1); the others use the spec's ``levels``."""
+        beside pixel corruptions at p_c = 1), and a model entry its own ``train``
+        table (e.g. Zhang et al.'s lr 0.1 for Inception); the others use the spec's."""
         runs = []
         for dataset, model, corruption, seed in itertools.product(
             self.datasets, self.models, self.corruptions, self.seeds
         ):
             options = {k: v for k, v in corruption.options.items() if k != "levels"}
+            model_ref = ComponentRef(name=model.name, options={k: v for k, v in model.options.items() if k != "train"})
+            train = self.model_train(model)
             for level in self.corruption_levels(corruption):
                 runs.append(
                     RunSpec(
                         dataset=dataset,
-                        model=model,
+                        model=model_ref,
                         corruption=CorruptionSpec(name=corruption.name, level=level, seed=seed, options=options),
-                        train=self.train,
+                        train=train,
                         seed=seed,
                         test_labels=self.test_labels,
                     )
@@ -264,6 +276,9 @@ class RunResult(BaseModel):
     num_classes: int
     num_parameters: int
     labels_changed: float = Field(description="fraction of training labels that differ from the true ones")
+    diagnostics: dict[str, float] = Field(
+        default_factory=dict, description="model-specific numbers, e.g. a closed-form fit's residual or RKHS norm"
+    )
     genbench_version: str
 
 

@@ -190,11 +190,13 @@ class Store:
                     "seed": spec.seed,
                     "test_labels": spec.test_labels,
                     "train_config": spec.train.model_dump_json(),
-                    **result.model_dump(exclude={"run_id", "loss_curve"}),
+                    **result.model_dump(exclude={"run_id", "loss_curve", "diagnostics"}),
+                    **{f"diag_{name}": value for name, value in result.diagnostics.items()},
                 }
             )
         columns = ["run_id", "dataset", "model", "corruption", "level", "seed", "test_labels", "train_config"]
-        columns += [name for name in RunResult.model_fields if name not in ("run_id", "loss_curve")]
+        columns += [name for name in RunResult.model_fields if name not in ("run_id", "loss_curve", "diagnostics")]
+        columns += sorted({key for record in records for key in record if key.startswith("diag_")})
         return pd.DataFrame.from_records(records, columns=columns)
 
     # ------------------------------------------------------------- measures

@@ -247,7 +247,9 @@ class EnsembleTrainer:
 
     def _forward(self, base: nn.Module, params, buffers, x: torch.Tensor) -> torch.Tensor:
         if self.vmappable:
-            return vmap(lambda p, b, xb: functional_call(base, (p, b), (xb,)))(params, buffers, x)
+            # randomness="different": each member draws its own dropout masks
+            forward = vmap(lambda p, b, xb: functional_call(base, (p, b), (xb,)), randomness="different")
+            return forward(params, buffers, x)
         outputs = []
         for i in range(x.shape[0]):
             member_params = {k: v[i] for k, v in params.items()}

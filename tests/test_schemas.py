@@ -118,3 +118,16 @@ def test_a_corruption_entry_may_carry_its_own_levels():
     assert all("levels" not in r.corruption.options for r in runs)
     with pytest.raises(SpecError, match="p_c must be in"):
         ExperimentSpec(corruptions=[ComponentRef(name="labels", options={"levels": [2.0]})]).expand()
+
+
+def test_a_model_entry_may_carry_its_own_recipe():
+    spec = ExperimentSpec(
+        models=[ComponentRef(name="mlp", options={"hidden": [32], "train": {"lr": 0.1}}), ComponentRef(name="cnn")],
+        levels=[0.0],
+        seeds=[0],
+    )
+    runs = {r.model.name: r for r in resolve_runs(spec)}
+    assert runs["mlp"].train.lr == 0.1 and runs["mlp"].model.options == {"hidden": [32]}
+    assert runs["cnn"].train.lr == spec.train.lr
+    with pytest.raises(SpecError, match="lrr: unknown field"):
+        ExperimentSpec(models=[ComponentRef(name="mlp", options={"train": {"lrr": 1}})]).expand()

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from genbench.cli.common import handle_errors, stdout
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
         for record in records:
             registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in record.registered.items())
             status = record.status if record.error is None else f"{record.status}: {record.error}"
-            table.add_row(record.name, record.distribution, record.version, status, registered or "–")
+            table.add_row(*[escape(v) for v in (record.name, record.distribution, record.version, status, registered or "–")])
         stdout.print(table)
 
     @app.command("list")
@@ -76,5 +77,5 @@ def register(app: typer.Typer) -> None:
         for header in rows[0].keys() if rows else ("name",):
             table.add_column(header, overflow="fold")
         for row in rows:
-            table.add_row(*[str(v) for v in row.values()])
+            table.add_row(*[escape(str(v)) for v in row.values()])
         stdout.print(table)

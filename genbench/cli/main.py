@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from genbench import __version__
-from genbench.cli import experiments, info
+from genbench.cli import data, experiments, info
 
 app = typer.Typer(
     name="genbench",
@@ -31,6 +31,7 @@ def main_callback(
 
 experiments.register(app)
 info.register(app)
+data.register(app)
 
 
 def main() -> None:
