@@ -131,3 +131,12 @@ def test_a_model_entry_may_carry_its_own_recipe():
     assert runs["cnn"].train.lr == spec.train.lr
     with pytest.raises(SpecError, match="lrr: unknown field"):
         ExperimentSpec(models=[ComponentRef(name="mlp", options={"train": {"lrr": 1}})]).expand()
+
+
+@pytest.mark.parametrize("name", ["quick", "mnist1d", "zhang2017-cifar10"])
+def test_example_files_resolve(name):
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "examples" / f"{name}.toml"
+    runs = resolve_runs(ExperimentSpec.from_toml(path))
+    assert runs and len({r.run_id for r in runs}) == len(runs)
