@@ -108,6 +108,16 @@ class TrainConfig(BaseModel):
     target_accuracy: float = Field(1.0, gt=0, le=1)
     loss_threshold: float = Field(0.01, gt=0)
     max_steps: int = Field(20_000, gt=0)
+    # Fields added after the first release are left out of the serialized form while
+    # they hold their default, so the run ids of earlier specs do not change.
+    augment: bool = Field(
+        False,
+        description="random crop (zero padding) and horizontal flip of image inputs",
+        exclude_if=lambda value: value is False,
+    )
+    augment_padding: int = Field(
+        4, ge=0, description="padding of the random crop, in pixels", exclude_if=lambda value: value == 4
+    )
 
 
 #: The embedded default grid's recipe: Zhang et al.'s SGD with momentum 0.9 and batch

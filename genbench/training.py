@@ -93,6 +93,7 @@ class MemberOutcome:
 class _Member:
     index: int
     generator: torch.Generator
+    augment_generator: torch.Generator
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     order: torch.Tensor | None = None
 
@@ -139,7 +140,12 @@ class EnsembleTrainer:
         subset_size = int(train_indices.shape[1])
         steps_per_epoch = math.ceil(subset_size / config.batch_size)
         members = [
-            _Member(i, torch.Generator().manual_seed(derive_seed(seed, "data-order"))) for i, seed in enumerate(seeds)
+            _Member(
+                i,
+                torch.Generator().manual_seed(derive_seed(seed, "data-order")),
+                torch.Generator().manual_seed(derive_seed(seed, "augmentation")),
+            )
+            for i, seed in enumerate(seeds)
         ]
         alive = torch.arange(num_members, device=device)
         outcomes: list[MemberOutcome] = []
@@ -190,6 +196,8 @@ class EnsembleTrainer:
             order = torch.stack([m.order[offset : offset + config.batch_size] for m in members])
             batch = torch.gather(train_indices[alive], 1, order)
             x = inputs[alive[:, None], batch] if per_member_inputs else inputs[batch]
+            if config.augment:
+                x = augment_batch(x, config.augment_padding, [m.augment_generator for m in members])
             y = labels[alive[:, None], batch]
             base.train()
             logits = self._forward(base, params, buffers, x)
@@ -275,6 +283,33 @@ class EnsembleTrainer:
         base.train()
         size = indices.shape[1]
         return (correct / size).cpu(), (total_loss / size).cpu()
+
+
+def augment_batch(x: torch.Tensor, padding: int, generators: list[torch.Generator]) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, per example, for a
+    batch of image minibatches ``x`` [M, B, C, H, W]; member m draws from generators[m].
+
+    Each image is padded by ``padding`` pixels on every side, a random H×W window is
+    cut out (offsets uniform in [0, 2·padding]), and it is mirrored left-right with
+    probability 1/2 — the augmentation of Zhang et al. 2017's "random crop" rows and of
+    the usual CIFAR-10 recipes.
+    """
+    if x.dim() != 5:
+        raise ValueError(f"augmentation needs image inputs (channels, height, width); got {tuple(x.shape[2:])}")
+    members, batch, channels, height, width = x.shape
+    offsets, flips = [], []
+    for generator in generators:
+        offsets.append(torch.randint(0, 2 * padding + 1, (batch, 2), generator=generator))
+        flips.append(torch.rand(batch, generator=generator) < 0.5)
+    offset = torch.stack(offsets).to(x.device)
+    flip = torch.stack(flips).to(x.device)
+    padded = F.pad(x, (padding, padding, padding, padding))
+    rows = offset[..., 0, None] + torch.arange(height, device=x.device)
+    columns = torch.arange(width, device=x.device).expand(members, batch, width)
+    columns = torch.where(flip[..., None], width - 1 - columns, columns) + offset[..., 1, None]
+    full_width = width + 2 * padding
+    cropped = padded.gather(3, rows[:, :, None, :, None].expand(members, batch, channels, height, full_width))
+    return cropped.gather(4, columns[:, :, None, None, :].expand(members, batch, channels, height, width))
 
 
 def _zero_running(members: int, device: torch.device) -> dict[str, torch.Tensor]:

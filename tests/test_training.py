@@ -112,3 +112,33 @@ def test_loop_fallback_matches_vmap():
 def test_device_choice():
     assert pick_device("cpu").type == "cpu"
     assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_augmentation_crops_and_flips_each_image_with_its_members_generator():
+    from genbench.training import augment_batch
+
+    images = torch.arange(2 * 3 * 1 * 4 * 4, dtype=torch.float32).view(2, 3, 1, 4, 4)
+    out = augment_batch(images, 1, [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)])
+    assert out.shape == images.shape
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    for m in range(2):
+        for b in range(3):
+            windows = [
+                padded[m, b, :, r : r + 4, c : c + 4].flip(-1) if flipped else padded[m, b, :, r : r + 4, c : c + 4]
+                for r in range(3) for c in range(3) for flipped in (False, True)
+            ]
+            assert any(torch.equal(out[m, b], w) for w in windows)  # a crop of the padded image, maybe mirrored
+    again = augment_batch(images, 1, [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)])
+    assert torch.equal(out, again)
+    assert torch.equal(augment_batch(images, 0, [torch.Generator().manual_seed(5)] * 2).abs().sum(), images.abs().sum())
+
+
+def test_training_with_augmentation_keeps_run_ids_of_plain_specs():
+    from genbench.schemas import TrainConfig
+
+    assert "augment" not in TrainConfig().model_dump(mode="json")
+    assert TrainConfig(augment=True).model_dump(mode="json")["augment"] is True
+    config = CONFIG.model_copy(update={"augment": True, "max_steps": 20})
+    outcome = EnsembleTrainer(config).fit(build, DIGITS.x_train, DIGITS.y_train[None], [0])[0]
+    plain = EnsembleTrainer(CONFIG.model_copy(update={"max_steps": 20})).fit(build, DIGITS.x_train, DIGITS.y_train[None], [0])[0]
+    assert not torch.equal(outcome.final_state["1.weight"], plain.final_state["1.weight"])
