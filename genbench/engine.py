@@ -14,6 +14,7 @@ from torch import nn
 from genbench import __version__
 from genbench.datasets import Dataset, load_dataset
 from genbench.errors import GenbenchError, MeasureError, SpecError
+from genbench.memory import default_budget, ensemble_size, member_bytes
 from genbench.measures.base import MeasureContext, TrainingLog, options_hash
 from genbench.plugins import registry
 from genbench.schemas import (
@@ -149,15 +150,17 @@ def fit_closed_form(
     return factory.initial(fitted), fitted, {k: float(v) for k, v in diagnostics.items()}
 
 
-def group_runs(runs: list[RunSpec]) -> list[list[RunSpec]]:
-    """Runs that can train as one ensemble, split into chunks of at most MAX_ENSEMBLE."""
+def group_runs(runs: list[RunSpec], max_members: Callable[[list[RunSpec]], int] | None = None) -> list[list[RunSpec]]:
+    """Runs that can train as one ensemble, split into chunks of at most
+    ``max_members(group)`` members (default MAX_ENSEMBLE)."""
     groups: dict[str, list[RunSpec]] = defaultdict(list)
     for run in runs:
         groups[run.group_key()].append(run)
     chunks = []
     for members in groups.values():
-        for start in range(0, len(members), MAX_ENSEMBLE):
-            chunks.append(members[start : start + MAX_ENSEMBLE])
+        size = MAX_ENSEMBLE if max_members is None else max(1, min(MAX_ENSEMBLE, max_members(members)))
+        for start in range(0, len(members), size):
+            chunks.append(members[start : start + size])
     return chunks
 
 
@@ -209,9 +212,17 @@ class Retrainer:
 class Engine:
     """Trains and evaluates against one store; ``reporter`` receives progress events."""
 
-    def __init__(self, store: Store, device: str | None = None, data_dir: str | None = None, reporter=None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        device: str | None = None,
+        data_dir: str | None = None,
+        reporter=None,
+        memory_budget: int | None = None,
+    ) -> None:
         self.store = store
         self.device = pick_device(device)
+        self.memory_budget = memory_budget
         self.data_dir = data_dir
         self.reporter = reporter or NullReporter()
 
@@ -222,13 +233,24 @@ class Engine:
         summary = TrainSummary(requested=len(runs), already_done=len(runs) - len(missing))
         if not missing:
             return summary
-        groups = group_runs(missing)
+        groups = group_runs(missing, self._members_that_fit)
         self.reporter.start_training(len(missing), sum(r.train.max_steps for r in missing))
         runner = registry("executors").get(executor)
         for results in runner.map(self._train_group, groups):
             summary.trained.extend(results)
         self.reporter.stop()
         return summary
+
+    def _members_that_fit(self, runs: list[RunSpec]) -> int:
+        """How many of these runs fit in one ensemble within the memory budget."""
+        if is_closed_form(runs[0]):
+            return len(runs)
+        dataset = prepare_data(runs[0], self.data_dir)
+        own_inputs = any(prepare_data(run, self.data_dir).x_train is not dataset.x_train for run in runs[1:])
+        model = model_builder(runs[0], dataset)()
+        per_member = member_bytes(model, dataset.input_shape, runs[0].train.batch_size, dataset.num_train, own_inputs)
+        budget = self.memory_budget if self.memory_budget is not None else default_budget(self.device)
+        return ensemble_size(per_member, budget, MAX_ENSEMBLE)
 
     def _train_group(self, runs: list[RunSpec]) -> list[RunResult]:
         if is_closed_form(runs[0]):
