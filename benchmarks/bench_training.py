@@ -20,7 +20,9 @@ plain side
     (Zhang et al.'s training loop, kuangliu/pytorch-cifar): a ``TensorDataset`` and a
     ``DataLoader(batch_size, shuffle=True, generator=...)``, the model from
     ``build_initialized(build, seed)`` (the same initialization genbench uses),
-    ``torch.optim.SGD(lr, momentum, weight_decay)``, and an epoch loop::
+    ``torch.optim.SGD(lr, momentum, weight_decay)``, batches moved to the device with
+    ``.to(device)`` (no pinned memory; ``num_workers`` 0 by default, ``--workers`` to
+    change it: the data is an in-memory tensor), and an epoch loop::
 
         for x, y in loader:
             optimizer.zero_grad(); loss = F.cross_entropy(model(x), y)
@@ -142,6 +144,8 @@ def select_runs(runs: list[RunSpec], count: int | None, max_steps: int | None) -
     for run in runs:
         if is_closed_form(run):
             raise SystemExit(f"run {label(run)} is fitted in closed form; nothing to benchmark")
+        if getattr(run.train, "augment", False):
+            raise SystemExit(f"run {label(run)} uses data augmentation, which the plain loop does not reproduce")
     return runs
 
 
@@ -185,6 +189,7 @@ class MemoryMonitor:
                 self.peak_rss = rss
 
     def __enter__(self) -> "MemoryMonitor":
+        release_freed_memory()
         self.start_rss = _rss_bytes()
         self.start_maxrss = _maxrss_bytes()
         self.peak_rss = self.start_rss or 0
@@ -226,6 +231,19 @@ class MemoryMonitor:
             self.result["cuda_peak_above_start_mib"] = (peak - self.start_cuda) * mib
 
 
+def release_freed_memory() -> None:
+    """Hand memory the C allocator keeps from earlier work back to the OS (glibc), so that
+    each side's RSS starts from what is really in use."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -240,7 +258,7 @@ class RunRecord:
     samples: int
     train_accuracy: float
     train_loss: float
-    evaluations: int
+    evaluations: int | None
     seconds: float  # plain: the run's own wall time; genbench: its group's time until it stopped
 
 
@@ -355,7 +373,7 @@ def run_genbench(groups: list[Group], device: torch.device, use_tracemalloc: boo
                         samples=samples_in(outcome.steps, n, batch),
                         train_accuracy=outcome.train_accuracy,
                         train_loss=outcome.train_loss,
-                        evaluations=0,
+                        evaluations=None,  # counted per ensemble, not per member
                         seconds=outcome.wall_time,
                     )
                 )
@@ -386,7 +404,7 @@ def evaluate_plain(model: nn.Module, loader: DataLoader, device: torch.device) -
     model.eval()
     correct, total, loss_sum = 0, 0, 0.0
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = x.to(device), y.to(device)
         outputs = model(x)
         loss_sum += F.cross_entropy(outputs, y, reduction="sum").item()
         correct += (outputs.argmax(1) == y).sum().item()
@@ -408,12 +426,11 @@ def train_plain(
     config = run.train
     budget = config.max_steps if max_steps is None else max_steps
     train_set = TensorDataset(dataset.x_train, dataset.y_train)
-    pin = device.type == "cuda"
     generator = torch.Generator().manual_seed(derive_seed(run.seed, "data-order"))
     loader = DataLoader(
-        train_set, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=num_workers, pin_memory=pin
+        train_set, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=num_workers
     )
-    eval_loader = DataLoader(train_set, batch_size=EVAL_CHUNK, shuffle=False, num_workers=num_workers, pin_memory=pin)
+    eval_loader = DataLoader(train_set, batch_size=EVAL_CHUNK, shuffle=False, num_workers=num_workers)
     model = build_initialized(build, run.seed).to(device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -427,7 +444,7 @@ def train_plain(
             group["lr"] = learning_rate(config, epoch)
         waited = time.perf_counter()
         for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device), y.to(device)
             loading_seconds += time.perf_counter() - waited
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x), y)
@@ -448,7 +465,10 @@ def train_plain(
         if not math.isfinite(loss_value):
             status = "diverged"
             break
-        fitted = accuracy >= config.target_accuracy if config.stop == "accuracy" else loss_value <= config.loss_threshold
+        if config.stop == "accuracy":
+            fitted = accuracy >= config.target_accuracy
+        else:
+            fitted = loss_value <= config.loss_threshold
         if fitted:
             status = "converged"
             break
@@ -488,16 +508,18 @@ def run_plain(groups: list[Group], device: torch.device, num_workers: int, use_t
     return side
 
 
-def warm_up(groups: list[Group], device: torch.device, num_workers: int, steps: int = 3) -> None:
-    """A few steps of each architecture on both sides: first-call costs stay out of the timing."""
+def warm_up(groups: list[Group], device: torch.device, num_workers: int, sides: list[str], steps: int = 3) -> None:
+    """A few steps of each architecture on the timed sides: first-call costs stay out of the timing."""
     seen = set()
     for group in groups:
         key = group.runs[0].group_key()
         if key in seen:
             continue
         seen.add(key)
-        fit_group(group, device, max_steps=steps)
-        train_plain(group.runs[0], group.datasets[0], group.build, device, num_workers, max_steps=steps)
+        if "genbench" in sides:
+            fit_group(group, device, max_steps=steps)
+        if "plain" in sides:
+            train_plain(group.runs[0], group.datasets[0], group.build, device, num_workers, max_steps=steps)
     synchronize(device)
 
 
@@ -617,10 +639,14 @@ def ratios(genbench: dict, plain: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--grid", choices=GRIDS, default="default-mlp", help="the runs to train (default: default-mlp)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when present, else cpu)")
-    parser.add_argument("--max-steps", type=int, default=None, help="replace every run's step budget (default: the grid's, 5,000)")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="replace every run's step budget (default: the grid's, 5,000)"
+    )
     parser.add_argument("--runs", type=int, default=None, help="only the first N runs of the grid")
     parser.add_argument("--n", type=int, default=50_000, help="cifar-mlp only: training examples (default 50,000)")
     parser.add_argument("--sides", choices=("both", "genbench", "plain"), default="both")
@@ -628,8 +654,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="plain side: DataLoader num_workers (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the few untimed warm-up steps")
-    parser.add_argument("--tracemalloc", action="store_true", help="also report Python-level peaks (slows the DataLoader)")
-    parser.add_argument("--profile", action="store_true", help="after the timing, torch.profiler on a few steps of each side")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="also report Python-level peaks (slows the DataLoader)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="after the timing, torch.profiler on a few steps of each side"
+    )
     parser.add_argument("--profile-only", action="store_true", help="only the profile, no timing")
     parser.add_argument("--profile-steps", type=int, default=20)
     parser.add_argument("--profile-rows", type=int, default=15)
@@ -639,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     if args.max_steps is not None and args.max_steps < 1:
         parser.error("--max-steps must be at least 1")
+    if args.profile_steps < 1 or args.n < 1:
+        parser.error("--profile-steps and --n must be at least 1")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -646,6 +678,12 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(device)
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()), flush=True)
 
+    if args.grid == "cifar-mlp" and device.type == "cpu" and args.n > 5_000:
+        print(
+            f"note: cifar-mlp with n = {args.n:,} on a CPU takes hours; it is meant for --device cuda "
+            "(or shrink it with --n, --runs, --max-steps)",
+            flush=True,
+        )
     runs = select_runs(build_grid(args.grid, args.n), args.runs, args.max_steps)
     prepared = time.perf_counter()
     groups = [make_group(chunk) for chunk in group_runs(runs)]  # data built outside the timing
@@ -663,11 +701,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"machine": machine, "args": vars(args), "grid": args.grid, "runs": [label(r) for r in runs]}
     summaries: dict[str, dict] = {}
     if not args.profile_only:
-        if not args.no_warmup:
-            warm_up(groups, device, args.workers)
         sides = ["genbench", "plain"] if args.sides == "both" else [args.sides]
         if args.order == "plain-first":
             sides.reverse()
+        if not args.no_warmup:
+            warm_up(groups, device, args.workers, sides)
         for name in sides:
             print(f"training: {name} …", flush=True)
             if name == "genbench":

@@ -118,7 +118,8 @@ def leaderboard(store: StoreLike = None, run_ids: Iterable[str] | None = None) -
         runs = runs[runs["run_id"].isin(wanted)]
         values = values[values["run_id"].isin(wanted)]
     kinds, defaults = measure_kinds()
-    return build_leaderboard(runs, values, kinds, defaults)
+    uninformative = {name for name, c in registry("corruptions").items() if getattr(c, "uninformative_at_full", False)}
+    return build_leaderboard(runs, values, kinds, defaults, uninformative)
 
 
 __all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec", "options_hash"]

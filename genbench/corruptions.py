@@ -61,6 +61,10 @@ _CHUNK = 1024
 
 
 class Corruption(Protocol):
+    """A corruption plugin. Optional ``uninformative_at_full`` (default False): True when,
+    at level 1, training inputs and labels are independent — the cells where the
+    leaderboard checks that capability scores are ≈ 0."""
+
     name: str
     description: str
     Options: type[Options]
@@ -150,6 +154,8 @@ class PartiallyCorruptedLabels:
     process (with a seed derived from ``seed``) is applied to them."""
 
     name: ClassVar[str] = "labels"
+    #: at level 1 the training labels carry no information about the inputs
+    uninformative_at_full: ClassVar[bool] = True
     description: ClassVar[str] = "each training label with probability p replaced by a uniform random class"
     Options = LabelsOptions
 
@@ -358,6 +364,8 @@ class GaussianInputs:
     """
 
     name: ClassVar[str] = "gaussian"
+    #: at level 1 the inputs carry no information about the labels
+    uninformative_at_full: ClassVar[bool] = True
     description: ClassVar[str] = "a fraction p of images replaced by Gaussian noise with the training mean and variance"
     Options = GaussianOptions
 

@@ -126,6 +126,13 @@ def model_builder(run: RunSpec, dataset: Dataset, num_classes: int | None = None
     return lambda: factory.build(dataset.input_shape, classes, options)
 
 
+def without_test_data(dataset: Dataset) -> Dataset:
+    """``dataset`` with its test split emptied: what a measure may be handed."""
+    return dataset.with_changes(
+        x_test=dataset.x_test[:0], y_test=dataset.y_test[:0], y_test_clean=None
+    )
+
+
 def is_closed_form(run: RunSpec) -> bool:
     return bool(getattr(registry("models").get(run.model.name), "closed_form", False))
 
@@ -233,12 +240,17 @@ class Engine:
         summary = TrainSummary(requested=len(runs), already_done=len(runs) - len(missing))
         if not missing:
             return summary
+        for group in group_runs(missing):  # every model/dataset pair is checked before anything trains
+            if not is_closed_form(group[0]):
+                model_builder(group[0], prepare_data(group[0], self.data_dir))
         groups = group_runs(missing, self._members_that_fit)
         self.reporter.start_training(len(missing), sum(r.train.max_steps for r in missing))
         runner = registry("executors").get(executor)
-        for results in runner.map(self._train_group, groups):
-            summary.trained.extend(results)
-        self.reporter.stop()
+        try:
+            for results in runner.map(self._train_group, groups):
+                summary.trained.extend(results)
+        finally:
+            self.reporter.stop()
         return summary
 
     def _members_that_fit(self, runs: list[RunSpec]) -> int:
@@ -368,7 +380,7 @@ class Engine:
             training_log=log,
             device=self.device,
             generator=generator,
-            retrainer=Retrainer(run, dataset, self.device),
+            retrainer=Retrainer(run, without_test_data(dataset), self.device),
         )
 
     def evaluate(self, measures: list[tuple[Any, Options]], run_ids: list[str] | None = None) -> list[MeasureValue]:
@@ -384,19 +396,20 @@ class Engine:
             return []
         self.reporter.start_evaluation(len(todo))
         values = []
-        for measure, options, digest, run, result in todo:
-            values.append(self._evaluate_one(measure, options, digest, run, result))
-        self.reporter.stop()
+        try:
+            for measure, options, digest, run, result in todo:
+                values.append(self._evaluate_one(measure, options, digest, run, result))
+        finally:
+            self.reporter.stop()
         return values
 
     def _evaluate_one(self, measure, options, digest, run, result) -> MeasureValue:
         self.reporter.evaluating(measure.name, run)
         started = time.perf_counter()
         error = None
+        context = self.context(run, result, measure.name)  # store or data problems stop here
         try:
-            value = float(measure.compute(self.context(run, result, measure.name), options))
-        except GenbenchError:
-            raise
+            value = float(measure.compute(context, options))
         except Exception as exc:  # one broken measure must not lose the others' values
             origin = getattr(measure, "origin", None)
             where = f" ({origin})" if origin else ""

@@ -143,6 +143,8 @@ class Store:
         temporary = path.with_suffix(".tmp")
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
         save_file(tensors, str(temporary))
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(temporary, path)
 
     def load_checkpoint(self, run_id: str, which: str) -> dict[str, torch.Tensor]:
@@ -219,7 +221,8 @@ class Store:
 
     def has_measure_value(self, run_id: str, measure: str, version: str, options_hash: str) -> bool:
         row = self._connection.execute(
-            "SELECT 1 FROM measure_values WHERE run_id=? AND measure=? AND version=? AND options_hash=?",
+            "SELECT 1 FROM measure_values WHERE run_id=? AND measure=? AND version=? AND options_hash=? "
+            "AND error IS NULL",
             (run_id, measure, version, options_hash),
         ).fetchone()
         return row is not None

@@ -47,7 +47,15 @@ MemberStatus = Literal["converged", "budget", "diverged"]
 def pick_device(requested: str | None = None) -> torch.device:
     """``requested`` if given, else ``cuda`` when present, else ``cpu``."""
     if requested:
-        return torch.device(requested)
+        from genbench.errors import SpecError
+
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise SpecError(f"unknown device '{requested}'; use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise SpecError(f"device '{requested}' requested but CUDA is not available here")
+        return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -107,6 +115,25 @@ class EnsembleTrainer:
         self.vmappable = vmappable
 
     def fit(
+        self,
+        build: Callable[[], nn.Module],
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        seeds: list[int],
+        train_indices: torch.Tensor | None = None,
+        per_member_inputs: bool = False,
+        on_member_done: Callable[[MemberOutcome], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> list[MemberOutcome]:
+        """Train ``len(seeds)`` members; see :meth:`_fit`. Random operations inside the
+        model (dropout) draw from a generator seeded by the members' seeds, so a run is
+        reproducible; with dropout its masks depend on which members share the ensemble."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(0, "model-randomness:" + ",".join(str(seed) for seed in seeds)))
+            return self._fit(build, inputs, labels, seeds, train_indices, per_member_inputs, on_member_done, on_step)
+
+    def _fit(
         self,
         build: Callable[[], nn.Module],
         inputs: torch.Tensor,
@@ -240,7 +267,9 @@ class EnsembleTrainer:
                         base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs
                     )
                     fitted = accuracy >= config.target_accuracy if config.stop == "accuracy" else loss <= config.loss_threshold
-                    done = (candidates & fitted) | ~torch.isfinite(loss)
+                    if step < config.max_steps:
+                        fitted = candidates & fitted
+                    done = fitted | ~torch.isfinite(loss)
                     positions = [i for i, flag in enumerate(done.tolist()) if flag]
                     statuses: list[MemberStatus] = [
                         "converged" if math.isfinite(loss[i]) else "diverged" for i in positions

@@ -84,14 +84,32 @@ def test_malformed_and_invalid_toml_files(tmp_path):
     assert result.exit_code == ExitCode.INVALID_SPEC and "levls: unknown field" in result.stderr
 
 
-def test_bad_input_never_touches_an_existing_store(trained_store):
+def _snapshot(store):
+    import genbench
+
+    with genbench.open_store(store, create=False) as opened:
+        runs = sorted(opened.runs()["run_id"])
+        values = opened.measure_values()[["run_id", "measure", "value"]].sort_values(["run_id", "measure"])
+    return runs, values.to_csv(index=False)
+
+
+def test_bad_input_never_touches_an_existing_store(trained_store, tmp_path):
     store, _ = trained_store
-    before = (store / "genbench.sqlite").stat().st_size
-    result = CliRunner().invoke(app, ["run", "--levels", "7", "--store", str(store)])
-    assert result.exit_code == ExitCode.INVALID_SPEC
-    board = CliRunner().invoke(app, ["leaderboard", "--store", str(store), "-f", "json"])
-    assert {"params", "inverse-margin"} <= {row["measure"] for row in json.loads(board.stdout)}
-    assert (store / "genbench.sqlite").stat().st_size >= before
+    before = _snapshot(store)
+    bad_spec = tmp_path / "bad.toml"
+    bad_spec.write_text("levels = [0.0, 2.0]\n")
+    for arguments in (
+        ["run", "--levels", "7"],
+        ["run", "--model", "nope"],
+        ["run", str(bad_spec)],
+        ["evaluate", "--measure", "nope"],
+        ["evaluate", "--measure", "params", str(bad_spec)],
+        ["run", "--device", "tpu"],
+    ):
+        result = CliRunner().invoke(app, [*arguments, "--store", str(store)])
+        assert result.exit_code != 0 and result.stderr.startswith("error:"), (arguments, result.output)
+    assert _snapshot(store) == before
+    assert before[0]  # the store really holds runs
 
 
 def test_raise_errors_shows_the_exception(monkeypatch):

@@ -7,7 +7,10 @@ import os
 from typing import Any, Callable, TypeVar
 
 import typer
+import sqlite3
+
 from rich.console import Console
+from rich.markup import escape
 
 from genbench.errors import ExitCode, GenbenchError, SpecError
 
@@ -22,7 +25,7 @@ def raise_errors() -> bool:
 
 
 def fail(message: str, code: ExitCode) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(int(code))
 
 
@@ -38,6 +41,10 @@ def handle_errors(command: F) -> F:
             if raise_errors():
                 raise
             raise fail(str(exc), exc.exit_code) from None
+        except (sqlite3.Error, OSError) as exc:
+            if raise_errors():
+                raise
+            raise fail(f"{type(exc).__name__}: {exc}", ExitCode.STORE_ERROR) from None
         except KeyboardInterrupt:
             if raise_errors():
                 raise

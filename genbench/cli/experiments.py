@@ -116,6 +116,8 @@ def register(app: typer.Typer) -> None:
         """Evaluate measures on the runs in the store (or on a spec's runs), then print the leaderboard."""
         _check_format(fmt)
         resolve_measures(api.measure_refs(measure))  # unknown names fail before any work
+        if spec_file is not None:
+            resolve_runs(api.load_spec(spec_file))  # so does a bad spec, before the store is touched
         target = api.open_store(store, create=spec_file is not None)
         values = api.evaluate(
             measure, store=target, spec=spec_file, device=device, reporter=RichReporter(stderr),

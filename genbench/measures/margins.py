@@ -41,4 +41,6 @@ class InverseMargin(BaseMeasure):
     def compute(self, ctx: MeasureContext, options: InverseMarginOptions) -> float:
         logits = predict(ctx.model, ctx.train_inputs, ctx.device).double()
         gamma = torch.quantile(margins(logits, ctx.train_labels.cpu()), options.percentile / 100).item()
+        if math.isnan(gamma):  # a diverged run has no margin
+            return math.nan
         return 1.0 / gamma**2 if gamma > 0 else math.inf

@@ -8,7 +8,8 @@ from typing import ClassVar
 import torch
 
 from genbench.measures.base import BaseMeasure, MeasureContext
-from genbench.measures.weights import weight_layers
+from genbench.errors import MeasureError
+from genbench.measures.weights import NORMALIZATION_LAYERS, weight_layers
 
 
 class DistanceFromInit(BaseMeasure):
@@ -48,6 +49,12 @@ class PathNorm(BaseMeasure):
 
     @torch.no_grad()
     def compute(self, ctx: MeasureContext, options) -> float:
+        normalizations = [type(m).__name__ for m in ctx.model.modules() if isinstance(m, NORMALIZATION_LAYERS)]
+        if normalizations:
+            raise MeasureError(
+                f"path-norm is defined for networks of linear, conv, ReLU and pooling layers; this one has "
+                f"{', '.join(sorted(set(normalizations)))}"
+            )
         squared = copy.deepcopy(ctx.model).eval()
         for parameter in squared.parameters():
             parameter.pow_(2)

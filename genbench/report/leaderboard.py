@@ -52,11 +52,28 @@ def latest_values(values: pd.DataFrame, default_options: dict[str, str]) -> pd.D
     frame = values.copy()
     newest = frame.sort_values("created_at").groupby("measure")["version"].last()
     frame = frame[frame["version"] == frame["measure"].map(newest)]
-    frame["label"] = [_label(m, o, default_options) for m, o in zip(frame["measure"], frame["options_json"])]
+    variants = frame.groupby("measure")["options_json"].nunique()
+    frame["label"] = [
+        _label(m, o, default_options if variants[m] == 1 or m in default_options else {m: ""})
+        for m, o in zip(frame["measure"], frame["options_json"])
+    ]
     return frame
 
 
-def _score_row(frame: pd.DataFrame, column: str, kind: str, axes: list[str], reference: bool) -> dict:
+def _tau_with_level(frame: pd.DataFrame, oriented: pd.Series) -> float:
+    """Kendall τ with p_c within each corruption kind, averaged over the kinds that vary p_c."""
+    taus = []
+    for _, group in frame.assign(_oriented=oriented).groupby("corruption"):
+        if group["level"].nunique() > 1:
+            tau = kendall_tau(group["_oriented"], group["level"])
+            if not math.isnan(tau):
+                taus.append(tau)
+    return float(np.mean(taus)) if taus else math.nan
+
+
+def _score_row(
+    frame: pd.DataFrame, column: str, kind: str, axes: list[str], reference: bool, uninformative: set[str]
+) -> dict:
     sign = -1.0 if kind == "capability" else 1.0
     oriented = sign * frame[column].astype(float)
     scored = frame.assign(_oriented=oriented)
@@ -64,7 +81,8 @@ def _score_row(frame: pd.DataFrame, column: str, kind: str, axes: list[str], ref
     psi, _ = granulated_kendall(finite, "_oriented", "gap", axes) if axes else (math.nan, {})
     axiom, axiom_value = "n/a", None
     if kind == "capability":
-        at_one = frame.loc[np.isclose(frame["level"], 1.0), column].astype(float)
+        at_one_rows = np.isclose(frame["level"], 1.0) & frame["corruption"].isin(uninformative)
+        at_one = frame.loc[at_one_rows, column].astype(float)
         if len(at_one) and at_one.notna().any():
             axiom_value = float(at_one.mean())
             axiom = "pass" if abs(axiom_value) <= AXIOM_TOLERANCE else "fail"
@@ -78,16 +96,24 @@ def _score_row(frame: pd.DataFrame, column: str, kind: str, axes: list[str], ref
         "runs": int(frame[column].notna().sum()),
         "tau_gap": kendall_tau(oriented, frame["gap"]),
         "psi": psi,
-        "tau_level": kendall_tau(oriented, frame["level"]),
+        "tau_level": _tau_with_level(frame, oriented),
         "axiom": axiom,
         "axiom_value": axiom_value,
     }
 
 
-def build_leaderboard(runs: pd.DataFrame, values: pd.DataFrame, kinds: dict[str, str], default_options: dict[str, str] | None = None) -> pd.DataFrame:
+def build_leaderboard(
+    runs: pd.DataFrame,
+    values: pd.DataFrame,
+    kinds: dict[str, str],
+    default_options: dict[str, str] | None = None,
+    uninformative: set[str] | None = None,
+) -> pd.DataFrame:
     """One row per measure (and per non-default options), plus the noisy-oracle
-    reference rows, sorted by τ with the gap (best first)."""
+    reference rows, sorted by τ with the gap (best first). ``uninformative`` names the
+    corruptions whose level-1 cells carry no label information (the p_c = 1 check)."""
     default_options = default_options or {}
+    uninformative = {"labels", "random-labels", "gaussian"} if uninformative is None else uninformative
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS)
     runs = runs.copy()
@@ -99,12 +125,12 @@ def build_leaderboard(runs: pd.DataFrame, values: pd.DataFrame, kinds: dict[str,
         merged = runs.merge(group[["run_id", "value", "seconds"]], on="run_id", how="inner")
         if merged.empty:
             continue
-        row = _score_row(merged, "value", kinds.get(measure, "complexity"), axes, reference=False)
+        row = _score_row(merged, "value", kinds.get(measure, "complexity"), axes, False, uninformative)
         row.update(measure=label, seconds_per_run=float(merged["seconds"].mean()))
         rows.append(row)
     for std in ORACLE_STDS:
         oracle = runs.assign(oracle=noisy_oracle(runs["gap"].to_numpy(dtype=float), std, ORACLE_SEED))
-        row = _score_row(oracle, "oracle", "complexity", axes, reference=True)
+        row = _score_row(oracle, "oracle", "complexity", axes, True, uninformative)
         row.update(measure=f"oracle σ={std}", seconds_per_run=0.0)
         rows.append(row)
     board = pd.DataFrame(rows, columns=COLUMNS)
@@ -154,8 +180,19 @@ HEADERS = ["measure", "kind", "τ(gap)", "Ψ", "τ(p_c)", "value, p_c low → hi
 FOOTNOTE = (
     "τ: Kendall tau-b over all runs; Ψ: granulated Kendall (mean over grid axes); capability scores "
     "enter negated, so for every row larger is better; a constant measure has no τ (–). p_c=1 check: a capability score must be "
-    f"≈ 0 (|mean| ≤ {AXIOM_TOLERANCE}) where labels are pure noise. Reference rows (oracle σ) are the true gap plus N(0, σ²) noise."
+    f"≈ 0 (|mean| ≤ {AXIOM_TOLERANCE}) where inputs and labels are independent (labels, random-labels, gaussian "
+    "at p_c = 1); τ(p_c) is taken within each corruption kind. Reference rows (oracle σ) are the true gap plus N(0, σ²) noise."
 )
+
+
+def _json_value(value: object) -> object:
+    """NaN → null, ±∞ → "inf"/"-inf" (JSON has neither)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value
 
 
 def render(board: pd.DataFrame, fmt: Format = "table", title: str = "genbench leaderboard") -> str:
@@ -163,7 +200,7 @@ def render(board: pd.DataFrame, fmt: Format = "table", title: str = "genbench le
     if fmt == "csv":
         return board.to_csv(index=False)
     if fmt == "json":
-        records = board.replace({np.nan: None}).to_dict("records")
+        records = [{key: _json_value(value) for key, value in record.items()} for record in board.to_dict("records")]
         return json.dumps(records, indent=2, allow_nan=False)
     rows = _display_rows(board)
     if fmt == "markdown":
@@ -179,7 +216,10 @@ def render(board: pd.DataFrame, fmt: Format = "table", title: str = "genbench le
     table = Table(title=title, caption=FOOTNOTE, caption_justify="left")
     for header in HEADERS:
         table.add_column(header, justify="left" if header in ("measure", "kind", "p_c=1 check") else "right")
+    from rich.markup import escape
+
     for row in rows:
+        row = [escape(cell) for cell in row]
         style = "dim italic" if row[1] == "reference" else ("red" if row[6].startswith("fail") else None)
         table.add_row(*row, style=style)
     buffer = io.StringIO()
