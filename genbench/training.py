@@ -262,14 +262,14 @@ class EnsembleTrainer:
                 else:
                     candidates = running_loss <= LOSS_GATE * config.loss_threshold
                 running = _zero_running(len(members), device)
-                if step >= config.max_steps or bool(candidates.any()):
-                    accuracy, loss = self.evaluate(
-                        base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs
+                final = step >= config.max_steps
+                if final or bool(candidates.any()):
+                    checked = torch.ones_like(candidates) if final else candidates
+                    accuracy, loss = self._evaluate_some(
+                        checked, base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs
                     )
                     fitted = accuracy >= config.target_accuracy if config.stop == "accuracy" else loss <= config.loss_threshold
-                    if step < config.max_steps:
-                        fitted = candidates & fitted
-                    done = fitted | ~torch.isfinite(loss)
+                    done = fitted | (checked & ~torch.isfinite(loss))
                     positions = [i for i, flag in enumerate(done.tolist()) if flag]
                     statuses: list[MemberStatus] = [
                         "converged" if math.isfinite(loss[i]) else "diverged" for i in positions
@@ -293,6 +293,26 @@ class EnsembleTrainer:
             member_buffers = {k: v[i] for k, v in buffers.items()}
             outputs.append(functional_call(base, (member_params, member_buffers), (x[i],)))
         return torch.stack(outputs)
+
+    @torch.no_grad()
+    def _evaluate_some(self, checked, base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs):
+        """``evaluate`` for the members flagged in ``checked``; NaN for the others."""
+        chosen = checked.nonzero().flatten()
+        index = chosen.to(self.device)
+        accuracy, loss = self.evaluate(
+            base,
+            {k: v[index] for k, v in params.items()},
+            {k: v[index] for k, v in buffers.items()},
+            inputs,
+            labels,
+            train_indices,
+            alive[index],
+            per_member_inputs,
+        )
+        all_accuracy = torch.full((len(checked),), math.nan)
+        all_loss = torch.full((len(checked),), math.nan)
+        all_accuracy[chosen], all_loss[chosen] = accuracy, loss
+        return all_accuracy, all_loss
 
     @torch.no_grad()
     def evaluate(self, base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs):

@@ -11,6 +11,7 @@ from pydantic import Field
 from torch import nn
 
 from genbench.errors import DataError, SpecError
+from genbench.models.closed_form import ClosedFormModel
 from genbench.schemas import Options
 
 #: Rows of inputs pushed through the hidden layer at once (bounds the [rows, n] float64 activations).
@@ -54,7 +55,7 @@ class InterpolatingReLUNetwork(nn.Module):
         return torch.cat(outputs).to(torch.float32)
 
 
-class FiniteSampleInterpolation:
+class FiniteSampleInterpolation(ClosedFormModel):
     """Zhang, Bengio, Hardt, Recht & Vinyals (ICLR 2017), §4, Theorem 1: a two-layer ReLU
     network c(x) = Σ_j w_j · max(<a, x> − b_j, 0) with 2n + d weights represents any
     function on n distinct points in d dimensions (d + n + K·n weights for K outputs:
@@ -76,11 +77,6 @@ class FiniteSampleInterpolation:
         "two-layer ReLU net with d + n + K·n weights interpolating any labels in closed form (Zhang et al. §4)"
     )
     Options = InterpolationOptions
-    vmappable: ClassVar[bool] = False
-    closed_form: ClassVar[bool] = True
-
-    def build(self, input_shape: tuple[int, ...], num_classes: int, options: InterpolationOptions) -> nn.Module:
-        raise SpecError(f"{self.name} is fitted in closed form; it has no untrained form")
 
     def fit(
         self,
@@ -90,10 +86,8 @@ class FiniteSampleInterpolation:
         options: InterpolationOptions,
         seed: int,
     ) -> tuple[nn.Module, dict[str, float]]:
-        points = x_train.detach().cpu().reshape(x_train.shape[0], -1).to(torch.float64)
-        labels = y_train.detach().cpu().to(torch.int64)
+        points, labels = self.training_matrix(x_train, y_train, num_classes)
         n, d = points.shape
-        _check_labels(self.name, labels, n, num_classes)
         if torch.unique(points, dim=0).shape[0] < n:
             raise DataError("interpolation needs n distinct points; found duplicates")
 
@@ -163,11 +157,3 @@ def _thresholds(sorted_projections: torch.Tensor, rule: str) -> torch.Tensor:
     midpoints = (sorted_projections[:-1] + sorted_projections[1:]) / 2
     return torch.cat([first, midpoints])
 
-
-def _check_labels(name: str, labels: torch.Tensor, n: int, num_classes: int) -> None:
-    if n == 0:
-        raise DataError(f"{name} needs at least one training point")
-    if labels.shape != (n,):
-        raise DataError(f"{name} needs one label per training point; got labels of shape {tuple(labels.shape)}")
-    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise DataError(f"{name} needs labels in [0, {num_classes}); got [{int(labels.min())}, {int(labels.max())}]")

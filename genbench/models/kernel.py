@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import nn
 
 from genbench.errors import SpecError
-from genbench.models.interpolation import _check_labels
+from genbench.models.closed_form import ClosedFormModel
 from genbench.schemas import Options
 
 #: Kernel entries computed at once in the forward pass (bounds the [rows, n] float64 block).
@@ -81,7 +81,7 @@ class KernelMachine(nn.Module):
         return torch.cat(outputs).to(torch.float32)
 
 
-class KernelInterpolation:
+class KernelInterpolation(ClosedFormModel):
     """Minimum-norm kernel interpolation, Zhang, Bengio, Hardt, Recht & Vinyals (ICLR 2017), §5.
 
     SGD from zero on a linear model stays in the span of the data, so an interpolating
@@ -110,11 +110,6 @@ class KernelInterpolation:
         "minimum-norm kernel interpolation K α = Y, Gaussian or linear kernel, in closed form (Zhang et al. §5)"
     )
     Options = KernelOptions
-    vmappable: ClassVar[bool] = False
-    closed_form: ClassVar[bool] = True
-
-    def build(self, input_shape: tuple[int, ...], num_classes: int, options: KernelOptions) -> nn.Module:
-        raise SpecError(f"{self.name} is fitted in closed form; it has no untrained form")
 
     def fit(
         self,
@@ -125,10 +120,8 @@ class KernelInterpolation:
         seed: int,
     ) -> tuple[nn.Module, dict[str, float]]:
         """Deterministic: ``seed`` is unused."""
-        support = x_train.detach().cpu().reshape(x_train.shape[0], -1).to(torch.float64)
-        labels = y_train.detach().cpu().to(torch.int64)
+        support, labels = self.training_matrix(x_train, y_train, num_classes)
         n, d = support.shape
-        _check_labels(self.name, labels, n, num_classes)
         gamma = resolve_gamma(options, support) if options.kernel == "gaussian" else 0.0
 
         gram = kernel_matrix(options.kernel, support, support, gamma)
