@@ -1,10 +1,12 @@
-# `make run` trains and ranks the embedded default experiment; `make test` runs the tests.
-# Both create the virtual environment (.venv) when it is missing.
+# `make run` trains and ranks the embedded default experiment; `make venv` creates the
+# virtual environment (.venv) when it is missing; `make test` = the tests (README's command).
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run test clean
+.PHONY: venv run test clean
+
+venv: $(BIN)/genbench-installed
 
 $(BIN)/genbench-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
