@@ -17,7 +17,6 @@ import pandas as pd
 
 from genbench.engine import Engine, resolve_measures, resolve_runs
 from genbench.errors import StoreError
-from genbench.measures.base import options_hash
 from genbench.plugins import registry
 from genbench.report.leaderboard import build_leaderboard
 from genbench.schemas import ComponentRef, ExperimentSpec, parse_spec
@@ -122,4 +121,4 @@ def leaderboard(store: StoreLike = None, run_ids: Iterable[str] | None = None) -
     return build_leaderboard(runs, values, kinds, defaults, uninformative)
 
 
-__all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec", "options_hash"]
+__all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec"]

@@ -13,7 +13,7 @@ from torch import nn
 
 from genbench import __version__
 from genbench.datasets import Dataset, load_dataset
-from genbench.errors import GenbenchError, MeasureError, SpecError
+from genbench.errors import SpecError
 from genbench.memory import default_budget, ensemble_size, member_bytes
 from genbench.measures.base import MeasureContext, TrainingLog, options_hash
 from genbench.plugins import registry
@@ -122,7 +122,6 @@ def model_builder(run: RunSpec, dataset: Dataset, num_classes: int | None = None
     factory = registry("models").get(run.model.name)
     options = validated_options("models", run.model)
     classes = dataset.num_classes if num_classes is None else num_classes
-    factory.build(dataset.input_shape, classes, options)  # fail early, with the model's own message
     return lambda: factory.build(dataset.input_shape, classes, options)
 
 
@@ -240,9 +239,8 @@ class Engine:
         summary = TrainSummary(requested=len(runs), already_done=len(runs) - len(missing))
         if not missing:
             return summary
-        for group in group_runs(missing):  # every model/dataset pair is checked before anything trains
-            if not is_closed_form(group[0]):
-                model_builder(group[0], prepare_data(group[0], self.data_dir))
+        # sizing builds every group's model on its dataset, so a model that cannot take
+        # the dataset's inputs fails here, before anything trains
         groups = group_runs(missing, self._members_that_fit)
         self.reporter.start_training(len(missing), sum(r.train.max_steps for r in missing))
         runner = registry("executors").get(executor)
@@ -444,10 +442,3 @@ class NullReporter:
     def warn(self, message: str) -> None: ...
     def stop(self) -> None: ...
 
-
-def check_measure_names(names: Iterable[str]) -> None:
-    for name in names:
-        registry("measures").get(name)
-
-
-__all__ = ["Engine", "resolve_runs", "resolve_measures", "prepare_data", "MeasureError"]

@@ -60,7 +60,6 @@ class ComponentRef(BaseModel):
         return f"{self.name}({inner})"
 
 
-Level = float
 
 
 def _check_level(value: float) -> float:

@@ -20,12 +20,13 @@ loss. SGD with momentum is applied to the stacked tensors exactly as
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -125,162 +126,155 @@ class EnsembleTrainer:
         on_member_done: Callable[[MemberOutcome], None] | None = None,
         on_step: Callable[[int], None] | None = None,
     ) -> list[MemberOutcome]:
-        """Train ``len(seeds)`` members; see :meth:`_fit`. Random operations inside the
-        model (dropout) draw from a generator seeded by the members' seeds, so a run is
-        reproducible; with dropout its masks depend on which members share the ensemble."""
+        """Train ``len(seeds)`` members; ``labels`` is [M, n]; ``inputs`` is [n, ...]
+        (shared) or [M, n, ...] with ``per_member_inputs``; ``train_indices`` [M, m]
+        restricts member i to examples ``train_indices[i]`` (default: all n).
+
+        Random operations inside the model (dropout) draw from a generator seeded by the
+        members' seeds, so a run is reproducible; with dropout its masks depend on which
+        members share the ensemble."""
+        with self._model_randomness(seeds):
+            config, device = self.config, self.device
+            num_members = len(seeds)
+            if labels.shape[0] != num_members:
+                raise ValueError(f"labels has {labels.shape[0]} rows for {num_members} members")
+            started = time.perf_counter()
+            models = [build_initialized(build, seed) for seed in seeds]
+            initial_states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
+            base = copy.deepcopy(models[0]).to("meta")
+            params, buffers = stack_module_state([m.to(device) for m in models])
+            params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+            momentum = {k: torch.zeros_like(v) for k, v in params.items()}
+
+            inputs = inputs.to(device)
+            labels = labels.to(device)
+            if train_indices is None:
+                train_indices = torch.arange(labels.shape[1]).expand(num_members, -1)
+            train_indices = train_indices.to(device)
+            subset_size = int(train_indices.shape[1])
+            steps_per_epoch = math.ceil(subset_size / config.batch_size)
+            members = [
+                _Member(
+                    i,
+                    torch.Generator().manual_seed(derive_seed(seed, "data-order")),
+                    torch.Generator().manual_seed(derive_seed(seed, "augmentation")),
+                )
+                for i, seed in enumerate(seeds)
+            ]
+            alive = torch.arange(num_members, device=device)
+            outcomes: list[MemberOutcome] = []
+            running = _zero_running(num_members, device)
+            step = 0
+
+            def finish(positions: list[int], status: list[MemberStatus], accuracy, loss) -> None:
+                nonlocal params, buffers, momentum, alive, members, running
+                for pos, member_status in zip(positions, status):
+                    member = members[pos]
+                    state = {k: v[pos].detach().to("cpu").clone() for k, v in params.items()}
+                    state.update({k: v[pos].detach().to("cpu").clone() for k, v in buffers.items()})
+                    fitted = member_status == "converged"
+                    outcome = MemberOutcome(
+                        index=member.index,
+                        status=member_status,
+                        steps=step,
+                        epochs=step / steps_per_epoch,
+                        steps_to_fit=step if fitted else None,
+                        train_accuracy=float(accuracy[pos]),
+                        train_loss=float(loss[pos]),
+                        loss_curve=member.loss_curve,
+                        initial_state=initial_states[member.index],
+                        final_state=_ordered_like(initial_states[member.index], state),
+                        wall_time=time.perf_counter() - started,
+                    )
+                    outcomes.append(outcome)
+                    if on_member_done is not None:
+                        on_member_done(outcome)
+                keep = [i for i in range(len(members)) if i not in set(positions)]
+                if not keep:
+                    members = []
+                    return
+                keep_index = torch.tensor(keep, device=device)
+                params = {k: v.detach()[keep_index].clone().requires_grad_(True) for k, v in params.items()}
+                buffers = {k: v[keep_index].clone() for k, v in buffers.items()}
+                momentum = {k: v[keep_index].clone() for k, v in momentum.items()}
+                running = {k: (v[keep_index] if k != "seen" else v) for k, v in running.items()}
+                alive = alive[keep_index]
+                members = [members[i] for i in keep]
+
+            while members and step < config.max_steps:
+                epoch = step // steps_per_epoch
+                offset = (step % steps_per_epoch) * config.batch_size
+                if offset == 0:
+                    for member in members:
+                        member.order = torch.randperm(subset_size, generator=member.generator).to(device)
+                order = torch.stack([m.order[offset : offset + config.batch_size] for m in members])
+                batch = torch.gather(train_indices[alive], 1, order)
+                x = inputs[alive[:, None], batch] if per_member_inputs else inputs[batch]
+                if config.augment:
+                    x = augment_batch(x, config.augment_padding, [m.augment_generator for m in members])
+                y = labels[alive[:, None], batch]
+                base.train()
+                logits = self._forward(base, params, buffers, x)
+                per_member = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(members), -1)
+                with torch.no_grad():
+                    running["correct"] += (logits.argmax(-1) == y).sum(dim=1)
+                    running["loss"] += per_member.sum(dim=1)
+                    running["seen"] += y.shape[1]
+                per_member = per_member.mean(dim=1)
+                grads = torch.autograd.grad(per_member.sum(), list(params.values()))
+                lr = learning_rate(config, epoch)
+                with torch.no_grad():
+                    for (name, weight), grad in zip(params.items(), grads):
+                        if config.weight_decay:
+                            grad = grad + config.weight_decay * weight
+                        buf = momentum[name]
+                        buf.mul_(config.momentum).add_(grad)
+                        weight.sub_(lr * buf)
+                step += 1
+                if on_step is not None:
+                    on_step(len(members))
+
+                diverged = [i for i, v in enumerate(per_member.detach().tolist()) if not math.isfinite(v)]
+                end_of_epoch = step % steps_per_epoch == 0
+                if diverged:
+                    nan = [math.nan] * len(members)
+                    finish(diverged, ["diverged"] * len(diverged), nan, nan)
+                if members and (end_of_epoch or step >= config.max_steps):
+                    running_accuracy = (running["correct"] / running["seen"]).cpu()
+                    running_loss = (running["loss"] / running["seen"]).cpu()
+                    for member, value in zip(members, running_loss.tolist()):
+                        member.loss_curve.append((step, value))
+                    if config.stop == "accuracy":
+                        candidates = running_accuracy >= config.target_accuracy - ACCURACY_GATE
+                    else:
+                        candidates = running_loss <= LOSS_GATE * config.loss_threshold
+                    running = _zero_running(len(members), device)
+                    final = step >= config.max_steps
+                    if final or bool(candidates.any()):
+                        checked = torch.ones_like(candidates) if final else candidates
+                        accuracy, loss = self._evaluate_some(
+                            checked, base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs
+                        )
+                        fitted = accuracy >= config.target_accuracy if config.stop == "accuracy" else loss <= config.loss_threshold
+                        done = fitted | (checked & ~torch.isfinite(loss))
+                        positions = [i for i, flag in enumerate(done.tolist()) if flag]
+                        statuses: list[MemberStatus] = [
+                            "converged" if math.isfinite(loss[i]) else "diverged" for i in positions
+                        ]
+                        if step >= config.max_steps:
+                            rest = [i for i in range(len(members)) if i not in positions]
+                            positions += rest
+                            statuses += ["budget"] * len(rest)
+                        if positions:
+                            finish(positions, statuses, accuracy.tolist(), loss.tolist())
+            return sorted(outcomes, key=lambda o: o.index)
+
+    @contextlib.contextmanager
+    def _model_randomness(self, seeds: list[int]) -> Iterator[None]:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derive_seed(0, "model-randomness:" + ",".join(str(seed) for seed in seeds)))
-            return self._fit(build, inputs, labels, seeds, train_indices, per_member_inputs, on_member_done, on_step)
-
-    def _fit(
-        self,
-        build: Callable[[], nn.Module],
-        inputs: torch.Tensor,
-        labels: torch.Tensor,
-        seeds: list[int],
-        train_indices: torch.Tensor | None = None,
-        per_member_inputs: bool = False,
-        on_member_done: Callable[[MemberOutcome], None] | None = None,
-        on_step: Callable[[int], None] | None = None,
-    ) -> list[MemberOutcome]:
-        """Train ``len(seeds)`` members; ``labels`` is [M, n]; ``inputs`` is [n, ...]
-        (shared) or [M, n, ...] with ``per_member_inputs``; ``train_indices`` [M, m]
-        restricts member i to examples ``train_indices[i]`` (default: all n)."""
-        config, device = self.config, self.device
-        num_members = len(seeds)
-        if labels.shape[0] != num_members:
-            raise ValueError(f"labels has {labels.shape[0]} rows for {num_members} members")
-        started = time.perf_counter()
-        models = [build_initialized(build, seed) for seed in seeds]
-        initial_states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
-        base = copy.deepcopy(models[0]).to("meta")
-        params, buffers = stack_module_state([m.to(device) for m in models])
-        params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
-        momentum = {k: torch.zeros_like(v) for k, v in params.items()}
-
-        inputs = inputs.to(device)
-        labels = labels.to(device)
-        if train_indices is None:
-            train_indices = torch.arange(labels.shape[1]).expand(num_members, -1)
-        train_indices = train_indices.to(device)
-        subset_size = int(train_indices.shape[1])
-        steps_per_epoch = math.ceil(subset_size / config.batch_size)
-        members = [
-            _Member(
-                i,
-                torch.Generator().manual_seed(derive_seed(seed, "data-order")),
-                torch.Generator().manual_seed(derive_seed(seed, "augmentation")),
-            )
-            for i, seed in enumerate(seeds)
-        ]
-        alive = torch.arange(num_members, device=device)
-        outcomes: list[MemberOutcome] = []
-        running = _zero_running(num_members, device)
-        step = 0
-
-        def finish(positions: list[int], status: list[MemberStatus], accuracy, loss) -> None:
-            nonlocal params, buffers, momentum, alive, members, running
-            for pos, member_status in zip(positions, status):
-                member = members[pos]
-                state = {k: v[pos].detach().to("cpu").clone() for k, v in params.items()}
-                state.update({k: v[pos].detach().to("cpu").clone() for k, v in buffers.items()})
-                fitted = member_status == "converged"
-                outcome = MemberOutcome(
-                    index=member.index,
-                    status=member_status,
-                    steps=step,
-                    epochs=step / steps_per_epoch,
-                    steps_to_fit=step if fitted else None,
-                    train_accuracy=float(accuracy[pos]),
-                    train_loss=float(loss[pos]),
-                    loss_curve=member.loss_curve,
-                    initial_state=initial_states[member.index],
-                    final_state=_ordered_like(initial_states[member.index], state),
-                    wall_time=time.perf_counter() - started,
-                )
-                outcomes.append(outcome)
-                if on_member_done is not None:
-                    on_member_done(outcome)
-            keep = [i for i in range(len(members)) if i not in set(positions)]
-            if not keep:
-                members = []
-                return
-            keep_index = torch.tensor(keep, device=device)
-            params = {k: v.detach()[keep_index].clone().requires_grad_(True) for k, v in params.items()}
-            buffers = {k: v[keep_index].clone() for k, v in buffers.items()}
-            momentum = {k: v[keep_index].clone() for k, v in momentum.items()}
-            running = {k: (v[keep_index] if k != "seen" else v) for k, v in running.items()}
-            alive = alive[keep_index]
-            members = [members[i] for i in keep]
-
-        while members and step < config.max_steps:
-            epoch = step // steps_per_epoch
-            offset = (step % steps_per_epoch) * config.batch_size
-            if offset == 0:
-                for member in members:
-                    member.order = torch.randperm(subset_size, generator=member.generator).to(device)
-            order = torch.stack([m.order[offset : offset + config.batch_size] for m in members])
-            batch = torch.gather(train_indices[alive], 1, order)
-            x = inputs[alive[:, None], batch] if per_member_inputs else inputs[batch]
-            if config.augment:
-                x = augment_batch(x, config.augment_padding, [m.augment_generator for m in members])
-            y = labels[alive[:, None], batch]
-            base.train()
-            logits = self._forward(base, params, buffers, x)
-            per_member = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(members), -1)
-            with torch.no_grad():
-                running["correct"] += (logits.argmax(-1) == y).sum(dim=1)
-                running["loss"] += per_member.sum(dim=1)
-                running["seen"] += y.shape[1]
-            per_member = per_member.mean(dim=1)
-            grads = torch.autograd.grad(per_member.sum(), list(params.values()))
-            lr = learning_rate(config, epoch)
-            with torch.no_grad():
-                for (name, weight), grad in zip(params.items(), grads):
-                    if config.weight_decay:
-                        grad = grad + config.weight_decay * weight
-                    buf = momentum[name]
-                    buf.mul_(config.momentum).add_(grad)
-                    weight.sub_(lr * buf)
-            step += 1
-            if on_step is not None:
-                on_step(len(members))
-
-            diverged = [i for i, v in enumerate(per_member.detach().tolist()) if not math.isfinite(v)]
-            end_of_epoch = step % steps_per_epoch == 0
-            if diverged:
-                nan = [math.nan] * len(members)
-                finish(diverged, ["diverged"] * len(diverged), nan, nan)
-            if members and (end_of_epoch or step >= config.max_steps):
-                running_accuracy = (running["correct"] / running["seen"]).cpu()
-                running_loss = (running["loss"] / running["seen"]).cpu()
-                for member, value in zip(members, running_loss.tolist()):
-                    member.loss_curve.append((step, value))
-                if config.stop == "accuracy":
-                    candidates = running_accuracy >= config.target_accuracy - ACCURACY_GATE
-                else:
-                    candidates = running_loss <= LOSS_GATE * config.loss_threshold
-                running = _zero_running(len(members), device)
-                final = step >= config.max_steps
-                if final or bool(candidates.any()):
-                    checked = torch.ones_like(candidates) if final else candidates
-                    accuracy, loss = self._evaluate_some(
-                        checked, base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs
-                    )
-                    fitted = accuracy >= config.target_accuracy if config.stop == "accuracy" else loss <= config.loss_threshold
-                    done = fitted | (checked & ~torch.isfinite(loss))
-                    positions = [i for i, flag in enumerate(done.tolist()) if flag]
-                    statuses: list[MemberStatus] = [
-                        "converged" if math.isfinite(loss[i]) else "diverged" for i in positions
-                    ]
-                    if step >= config.max_steps:
-                        rest = [i for i in range(len(members)) if i not in positions]
-                        positions += rest
-                        statuses += ["budget"] * len(rest)
-                    if positions:
-                        finish(positions, statuses, accuracy.tolist(), loss.tolist())
-        return sorted(outcomes, key=lambda o: o.index)
+            yield
 
     def _forward(self, base: nn.Module, params, buffers, x: torch.Tensor) -> torch.Tensor:
         if self.vmappable:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import ClassVar
 
 import torch
@@ -16,6 +18,25 @@ class ClosedFormModel:
     name: ClassVar[str]
     vmappable: ClassVar[bool] = False
     closed_form: ClassVar[bool] = True
+    #: the parameter that the fit solves for; zero in the 'before fitting' state
+    solved_parameter: ClassVar[str]
+
+    def initial(self, fitted: nn.Module) -> nn.Module:
+        """The fitted module with its solved parameter zeroed: the run's initial checkpoint."""
+        module = copy.deepcopy(fitted)
+        with torch.no_grad():
+            module.get_parameter(self.solved_parameter).zero_()
+        return module.eval()
+
+    def check_saved_shape(
+        self, num_features: int, saved_classes: int, input_shape: tuple[int, ...], num_classes: int
+    ) -> None:
+        """A saved state must fit the run's input size and class count."""
+        if num_features != math.prod(input_shape) or saved_classes != num_classes:
+            raise SpecError(
+                f"saved {self.name} model has {num_features} inputs and {saved_classes} classes; "
+                f"expected {math.prod(input_shape)} inputs and {num_classes} classes"
+            )
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, options: object) -> nn.Module:
         raise SpecError(f"{self.name} is fitted in closed form; it has no untrained form")

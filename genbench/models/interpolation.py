@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import math
 from typing import ClassVar, Literal
 
 import torch
@@ -77,6 +75,7 @@ class FiniteSampleInterpolation(ClosedFormModel):
         "two-layer ReLU net with d + n + K·n weights interpolating any labels in closed form (Zhang et al. §4)"
     )
     Options = InterpolationOptions
+    solved_parameter: ClassVar[str] = "output.weight"  # zeroed in the initial state
 
     def fit(
         self,
@@ -120,13 +119,6 @@ class FiniteSampleInterpolation(ClosedFormModel):
         }
         return module, diagnostics
 
-    def initial(self, fitted: nn.Module) -> nn.Module:
-        """The fitted network with its output weights zeroed (projection and thresholds kept)."""
-        module = copy.deepcopy(fitted)
-        with torch.no_grad():
-            module.output.weight.zero_()
-        return module.eval()
-
     def from_state(
         self,
         state: dict[str, torch.Tensor],
@@ -140,11 +132,7 @@ class FiniteSampleInterpolation(ClosedFormModel):
             state_classes = state["output.weight"].shape[0]
         except (KeyError, IndexError) as exc:
             raise SpecError(f"not a saved {self.name} model: missing or malformed {exc}") from exc
-        if num_features != math.prod(input_shape) or state_classes != num_classes:
-            raise SpecError(
-                f"saved {self.name} model has {num_features} inputs and {state_classes} classes; "
-                f"expected {math.prod(input_shape)} inputs and {num_classes} classes"
-            )
+        self.check_saved_shape(num_features, state_classes, input_shape, num_classes)
         module = InterpolatingReLUNetwork(num_features, num_hidden, num_classes)
         module.load_state_dict(state)
         return module.eval()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import ClassVar, Literal
 
@@ -110,6 +109,7 @@ class KernelInterpolation(ClosedFormModel):
         "minimum-norm kernel interpolation K α = Y, Gaussian or linear kernel, in closed form (Zhang et al. §5)"
     )
     Options = KernelOptions
+    solved_parameter: ClassVar[str] = "alpha"  # zeroed in the initial state
 
     def fit(
         self,
@@ -144,13 +144,6 @@ class KernelInterpolation(ClosedFormModel):
         }
         return module, diagnostics
 
-    def initial(self, fitted: nn.Module) -> nn.Module:
-        """The fitted machine with α = 0 (support and gamma kept)."""
-        module = copy.deepcopy(fitted)
-        with torch.no_grad():
-            module.alpha.zero_()
-        return module.eval()
-
     def from_state(
         self,
         state: dict[str, torch.Tensor],
@@ -163,11 +156,7 @@ class KernelInterpolation(ClosedFormModel):
             state_classes = state["alpha"].shape[1]
         except (KeyError, IndexError, ValueError) as exc:
             raise SpecError(f"not a saved {self.name} model: missing or malformed {exc}") from exc
-        if num_features != math.prod(input_shape) or state_classes != num_classes:
-            raise SpecError(
-                f"saved {self.name} model has {num_features} inputs and {state_classes} classes; "
-                f"expected {math.prod(input_shape)} inputs and {num_classes} classes"
-            )
+        self.check_saved_shape(num_features, state_classes, input_shape, num_classes)
         module = KernelMachine(options.kernel, num_support, num_features, num_classes)
         module.load_state_dict(state)
         return module.eval()

@@ -37,8 +37,9 @@ COLUMNS = [
 Format = Literal["table", "markdown", "csv", "json"]
 
 
-def _label(measure: str, options_json: str, default_options: dict[str, str]) -> str:
-    if default_options.get(measure) in (None, options_json):
+def _label(measure: str, options_json: str, plain: bool) -> str:
+    """``measure``, or ``measure[k=v,...]`` when its options must be told apart."""
+    if plain:
         return measure
     options = json.loads(options_json)
     inner = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
@@ -53,10 +54,15 @@ def latest_values(values: pd.DataFrame, default_options: dict[str, str]) -> pd.D
     newest = frame.sort_values("created_at").groupby("measure")["version"].last()
     frame = frame[frame["version"] == frame["measure"].map(newest)]
     variants = frame.groupby("measure")["options_json"].nunique()
-    frame["label"] = [
-        _label(m, o, default_options if variants[m] == 1 or m in default_options else {m: ""})
-        for m, o in zip(frame["measure"], frame["options_json"])
-    ]
+
+    def plain(measure: str, options_json: str) -> bool:
+        # a registered measure is plain at its default options; one whose plugin is
+        # gone (defaults unknown) is plain only when it has a single variant
+        if measure in default_options:
+            return options_json == default_options[measure]
+        return variants[measure] == 1
+
+    frame["label"] = [_label(m, o, plain(m, o)) for m, o in zip(frame["measure"], frame["options_json"])]
     return frame
 
 
@@ -77,8 +83,7 @@ def _score_row(
     sign = -1.0 if kind == "capability" else 1.0
     oriented = sign * frame[column].astype(float)
     scored = frame.assign(_oriented=oriented)
-    finite = scored[np.isfinite(scored["_oriented"]) | np.isinf(scored["_oriented"])]
-    psi, _ = granulated_kendall(finite, "_oriented", "gap", axes) if axes else (math.nan, {})
+    psi, _ = granulated_kendall(scored, "_oriented", "gap", axes) if axes else (math.nan, {})
     axiom, axiom_value = "n/a", None
     if kind == "capability":
         at_one_rows = np.isclose(frame["level"], 1.0) & frame["corruption"].isin(uninformative)
