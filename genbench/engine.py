@@ -15,7 +15,7 @@ from genbench import __version__
 from genbench.datasets import Dataset, load_dataset
 from genbench.errors import SpecError
 from genbench.memory import default_budget, ensemble_size, member_bytes
-from genbench.measures.base import MeasureContext, TrainingLog, options_hash
+from genbench.measures.base import Estimate, MeasureContext, TrainingLog, options_hash
 from genbench.plugins import registry
 from genbench.schemas import (
     ComponentRef,
@@ -405,9 +405,14 @@ class Engine:
         self.reporter.evaluating(measure.name, run)
         started = time.perf_counter()
         error = None
+        details: dict = {}
         context = self.context(run, result, measure.name)  # store or data problems stop here
         try:
-            value = float(measure.compute(context, options))
+            outcome = measure.compute(context, options)
+            if isinstance(outcome, Estimate):
+                value, details = float(outcome.value), dict(outcome.details)
+            else:
+                value = float(outcome)
         except Exception as exc:  # one broken measure must not lose the others' values
             origin = getattr(measure, "origin", None)
             where = f" ({origin})" if origin else ""
@@ -423,6 +428,7 @@ class Engine:
             value=value,
             seconds=time.perf_counter() - started,
             error=error,
+            details=details,
         )
         self.store.save_measure_value(record)
         self.reporter.evaluated()

@@ -303,6 +303,9 @@ class MeasureValue(BaseModel):
     value: float
     seconds: float
     error: str | None = None
+    details: dict[str, float | int | str | None] = Field(
+        default_factory=dict, description="what the measure reports beside its value (standard error, σ found, …)"
+    )
 
 
 class MeasureScore(BaseModel):

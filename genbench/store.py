@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS measure_values (
     seconds REAL NOT NULL,
     error TEXT,
     created_at REAL NOT NULL,
+    details_json TEXT,
     PRIMARY KEY (run_id, measure, version, options_hash)
 );
 """
@@ -76,6 +77,7 @@ class Store:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.executescript(SCHEMA)
             self._check_schema_version()
+            self._add_missing_columns()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {self.root / DATABASE}: {exc}") from None
         except OSError as exc:
@@ -90,6 +92,13 @@ class Store:
                 )
         elif int(row[0]) != SCHEMA_VERSION:
             raise StoreError(f"store {self.root} has schema version {row[0]}; this genbench reads {SCHEMA_VERSION}")
+
+    def _add_missing_columns(self) -> None:
+        """Stores written before ``details_json`` existed gain the column (empty), keeping their values."""
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(measure_values)")}
+        if "details_json" not in columns:
+            with self._connection:
+                self._connection.execute("ALTER TABLE measure_values ADD COLUMN details_json TEXT")
 
     def close(self) -> None:
         self._connection.close()
@@ -205,7 +214,8 @@ class Store:
     def save_measure_value(self, value: MeasureValue) -> None:
         with self._connection:
             self._connection.execute(
-                "INSERT OR REPLACE INTO measure_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO measure_values (run_id, measure, version, options_hash, options_json, "
+                "value, seconds, error, created_at, details_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     value.run_id,
                     value.measure,
@@ -216,6 +226,7 @@ class Store:
                     value.seconds,
                     value.error,
                     time.time(),
+                    json.dumps(value.details, sort_keys=True) if value.details else None,
                 ),
             )
 
@@ -228,9 +239,10 @@ class Store:
         return row is not None
 
     def measure_values(self) -> pd.DataFrame:
-        """One row per (run, measure, version, options): value, seconds, error."""
+        """One row per (run, measure, version, options): value, seconds, error, details (JSON)."""
         frame = pd.read_sql_query(
-            "SELECT run_id, measure, version, options_hash, options_json, value, seconds, error, created_at "
+            "SELECT run_id, measure, version, options_hash, options_json, value, seconds, error, created_at, "
+            "details_json "
             "FROM measure_values ORDER BY created_at",
             self._connection,
         )

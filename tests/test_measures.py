@@ -18,9 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from genbench.datasets import Dataset
-from genbench.engine import Retrainer
-from genbench.measures.base import MeasureContext, TrainingLog
 from genbench.measures.capability import (
     CrossValidation,
     CrossValidationOptions,
@@ -32,122 +29,19 @@ from genbench.measures.margins import InverseMargin, InverseMarginOptions
 from genbench.measures.norms import DistanceFromInit, PathNorm
 from genbench.models.cnn import CNNOptions, SmallConvNet
 from genbench.models.mlp import MLPOptions, MultilayerPerceptron
-from genbench.schemas import ComponentRef, CorruptionSpec, RunSpec, TrainConfig
+from genbench.schemas import TrainConfig
+from measure_helpers import (
+    RecordingRetrainer,
+    linear_layers,
+    make_ctx,
+    make_run,
+    numpy_mlp,
+    seeded_mlp,
+    set_linear,
+)
 
 FAST = settings(max_examples=25, deadline=None)
 CPU = torch.device("cpu")
-
-
-# ---------------------------------------------------------------------------
-# helpers (independent of genbench's measure code)
-# ---------------------------------------------------------------------------
-
-
-def make_run(hidden: list[int], train: TrainConfig | None = None, seed: int = 0) -> RunSpec:
-    return RunSpec(
-        dataset=ComponentRef(name="digits"),
-        model=ComponentRef(name="mlp", options={"hidden": hidden}),
-        corruption=CorruptionSpec(),
-        train=train or TrainConfig(),
-        seed=seed,
-    )
-
-
-def make_dataset(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> Dataset:
-    return Dataset(name="toy", x_train=x, y_train=y, x_test=x[:0], y_test=y[:0], num_classes=num_classes)
-
-
-def make_ctx(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_classes: int,
-    initial: nn.Module | None = None,
-    run: RunSpec | None = None,
-) -> MeasureContext:
-    run = run or make_run([4])
-    log = TrainingLog(
-        status="converged",
-        steps=120,
-        epochs=12.0,
-        steps_to_fit=120,
-        train_accuracy=1.0,
-        train_loss=0.009,
-        loss_curve=[(10, 0.7), (60, 0.1), (120, 0.009)],
-    )
-    return MeasureContext(
-        spec=run,
-        model=model.eval(),
-        initial_model=(initial if initial is not None else copy.deepcopy(model)).eval(),
-        train_inputs=x,
-        train_labels=y,
-        num_classes=num_classes,
-        training_log=log,
-        device=CPU,
-        generator=torch.Generator().manual_seed(0),
-        retrainer=Retrainer(run, make_dataset(x, y, num_classes), CPU),
-    )
-
-
-def linear_layers(model: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(W, b) of every nn.Linear, in order, as float64 numpy arrays."""
-    out = []
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            out.append(
-                (module.weight.detach().double().numpy().copy(), module.bias.detach().double().numpy().copy())
-            )
-    return out
-
-
-def numpy_mlp(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    """Forward of Flatten → [Linear → ReLU]* → Linear, in float64 numpy."""
-    layers = linear_layers(model)
-    h = x.reshape(len(x), -1).astype(np.float64)
-    for i, (w, b) in enumerate(layers):
-        h = h @ w.T + b
-        if i < len(layers) - 1:
-            h = np.maximum(h, 0.0)
-    return h
-
-
-def set_linear(layer: nn.Linear, weight, bias) -> None:
-    with torch.no_grad():
-        layer.weight.copy_(torch.tensor(weight, dtype=torch.float32))
-        layer.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-
-
-def seeded_mlp(widths: list[int], seed: int) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = [nn.Flatten()]
-    for i in range(len(widths) - 2):
-        layers += [nn.Linear(widths[i], widths[i + 1]), nn.ReLU()]
-    layers.append(nn.Linear(widths[-2], widths[-1]))
-    return nn.Sequential(*layers)
-
-
-class RecordingRetrainer:
-    """Wraps a real Retrainer and records what a measure asked it to train."""
-
-    def __init__(self, inner: Retrainer) -> None:
-        self.inner = inner
-        self.calls: list[dict] = []
-
-    def fit(self, labels, seeds, num_classes=None, train_indices=None, inputs=None):
-        models = self.inner.fit(labels, seeds, num_classes=num_classes, train_indices=train_indices, inputs=inputs)
-        self.calls.append(
-            dict(
-                labels=labels.clone(),
-                seeds=list(seeds),
-                num_classes=num_classes,
-                train_indices=None if train_indices is None else train_indices.clone(),
-                models=models,
-            )
-        )
-        return models
-
-    def predict(self, model, inputs):
-        return self.inner.predict(model, inputs)
 
 
 # ---------------------------------------------------------------------------

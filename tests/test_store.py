@@ -111,3 +111,31 @@ def test_truncated_checkpoint_is_a_store_error(store_path):
         path.write_bytes(path.read_bytes()[:40])
         with pytest.raises(StoreError, match="checkpoint unreadable"):
             store.load_checkpoint(run.run_id, "final")
+
+
+def test_measure_details_round_trip_and_older_stores_gain_the_column(store_path):
+    value = MeasureValue(
+        run_id="r1", measure="m", version="1", options_hash="h", options={}, value=0.5, seconds=0.1,
+        details={"stderr": 0.02, "sigma": 0.3},
+    )
+    with Store(store_path) as store:
+        store.save_measure_value(value)
+        frame = store.measure_values()
+    assert json.loads(frame.loc[0, "details_json"]) == {"sigma": 0.3, "stderr": 0.02}
+
+    older = store_path.parent / "older"
+    older.mkdir()
+    connection = sqlite3.connect(older / "genbench.sqlite")
+    connection.executescript(
+        "CREATE TABLE measure_values (run_id TEXT, measure TEXT, version TEXT, options_hash TEXT, "
+        "options_json TEXT, value REAL, seconds REAL, error TEXT, created_at REAL, "
+        "PRIMARY KEY (run_id, measure, version, options_hash));"
+        "INSERT INTO measure_values VALUES ('r0', 'm', '1', 'h', '{}', 1.5, 0.1, NULL, 0);"
+    )
+    connection.commit()
+    connection.close()
+    with Store(older) as store:
+        store.save_measure_value(value)
+        frame = store.measure_values()
+    assert list(frame["value"]) == [1.5, 0.5]
+    assert frame["details_json"].isna().tolist() == [True, False]

@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
                 row["kind"] = component.kind
                 row["version"] = component.version
                 row["requires"] = ", ".join(sorted(component.requires)) or "–"
+                row["source"] = getattr(component, "source", "") or "–"
             if options and hasattr(component, "Options"):
                 row["options"] = _options_text(component.Options) or "–"
             rows.append(row)

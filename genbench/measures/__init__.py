@@ -1,20 +1,62 @@
-"""Built-in generalization measures, registered through the ``register_measures`` hook."""
+"""Built-in generalization measures, registered through the ``register_measures`` hook.
+
+Each module of a measure family lists its measures in ``MEASURES``; this package
+registers them all, in the order of ``FAMILIES``.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 from genbench.hookspecs import hookimpl
-from genbench.measures.base import BaseMeasure, Measure, MeasureContext, NoOptions, TrainingLog, options_hash
-from genbench.measures.capability import CrossValidation
-from genbench.measures.capacity import EmpiricalRademacher, Params
-from genbench.measures.margins import InverseMargin
-from genbench.measures.norms import DistanceFromInit, PathNorm
+from genbench.measures.base import (
+    BaseMeasure,
+    Estimate,
+    Measure,
+    MeasureContext,
+    NoOptions,
+    SizeNormalizedOptions,
+    TrainingLog,
+    options_hash,
+)
 
-BUILTIN_MEASURES = (Params, DistanceFromInit, InverseMargin, PathNorm, EmpiricalRademacher, CrossValidation)
+FAMILIES = (
+    "capacity",
+    "norms",
+    "margins",
+    "outputs",
+    "pacbayes",
+    "sharpness",
+    "curvature",
+    "heavy_tail",
+    "stability",
+    "memorization",
+    "optimization",
+    "capability",
+)
 
-__all__ = ["BaseMeasure", "Measure", "MeasureContext", "NoOptions", "TrainingLog", "options_hash"]
+__all__ = [
+    "BaseMeasure",
+    "Estimate",
+    "Measure",
+    "MeasureContext",
+    "NoOptions",
+    "SizeNormalizedOptions",
+    "TrainingLog",
+    "options_hash",
+    "builtin_measures",
+]
+
+
+def builtin_measures() -> list[type]:
+    """The measure classes of every family module, in order."""
+    classes = []
+    for family in FAMILIES:
+        classes.extend(importlib.import_module(f"genbench.measures.{family}").MEASURES)
+    return classes
 
 
 @hookimpl
 def register_measures(register) -> None:
-    for measure in BUILTIN_MEASURES:
+    for measure in builtin_measures():
         register(measure())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from genbench.schemas import Options, RunSpec, content_hash
@@ -16,6 +18,40 @@ REQUIREMENTS = frozenset({"init_weights", "train_data", "training_log", "retrain
 
 class NoOptions(Options):
     """A measure without options."""
+
+
+class SizeNormalizedOptions(Options):
+    """Options of a complexity measure that can be normalized by the training-set size m."""
+
+    normalize_by_m: bool = Field(
+        False,
+        description="normalize by the training-set size m as Dziugaite et al. 2020 do: "
+        "sqrt(v/m), or 0.5·(v − log m) for a measure on a log scale",
+        exclude_if=lambda value: value is False,
+    )
+
+
+def normalize_by_m(value: float, m: int, log_scale: bool) -> float:
+    """Dziugaite et al. 2020's normalization of a complexity value v by m training examples:
+    0.5·(v − log m) for a measure on a log scale, sqrt(v/m) otherwise (v ≥ 0; NaN for v < 0,
+    ±∞ passes through)."""
+    if math.isnan(value):
+        return value
+    if log_scale:
+        return 0.5 * (value - math.log(m))
+    if value < 0:
+        return math.nan
+    return math.sqrt(value / m)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A measure's value with what it reports beside it (e.g. ``{"stderr": 0.01, "sigma": 0.2}``).
+
+    ``compute`` may return a plain float or an ``Estimate``; the details are stored with the value."""
+
+    value: float
+    details: dict[str, float | int | str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,17 +114,28 @@ class Measure(Protocol):
     requires: frozenset[str]
     Options: type[Options]
 
-    def compute(self, ctx: MeasureContext, options: Any) -> float: ...
+    def compute(self, ctx: MeasureContext, options: Any) -> float | Estimate: ...
 
 
 class BaseMeasure:
-    """Convenience base: no options, no requirements. Subclasses set the rest."""
+    """Convenience base: no options, no requirements. Subclasses set the rest.
+
+    ``source`` names the paper (and, where it differs, the code) the formula follows;
+    ``log_scale`` says whether the value is on a log scale (for ``normalize_by_m``)."""
 
     name: ClassVar[str]
     kind: ClassVar[MeasureKind] = "complexity"
     version: ClassVar[str] = "1"
     requires: ClassVar[frozenset[str]] = frozenset()
     Options: ClassVar[type[Options]] = NoOptions
+    source: ClassVar[str] = ""
+    log_scale: ClassVar[bool] = False
+
+    def normalized(self, value: float, ctx: MeasureContext, options: Options) -> float:
+        """``value`` normalized by m when the options ask for it (see ``SizeNormalizedOptions``)."""
+        if getattr(options, "normalize_by_m", False):
+            return normalize_by_m(value, ctx.num_train, self.log_scale)
+        return value
 
     @property
     def description(self) -> str:

@@ -76,3 +76,6 @@ class CrossValidation(BaseMeasure):
             correct += (logits.argmax(-1) == labels[fold]).sum().item()
             total += len(fold)
         return rescale_to_chance(correct / total, ctx.num_classes)
+
+
+MEASURES = (CrossValidation,)

@@ -98,3 +98,6 @@ class EmpiricalRademacher(BaseMeasure):
             h = torch.where(logits[:, 1] > logits[:, 0], 1, -1)
             correlations.append((sigma_draw * h).float().mean().item())
         return float(sum(correlations) / len(correlations))
+
+
+MEASURES = (Params, EmpiricalRademacher)

@@ -21,6 +21,17 @@ def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return correct - others.max(dim=1).values
 
 
+def training_margin(ctx: MeasureContext, percentile: float = 10.0) -> float:
+    """γ: the ``percentile``-th percentile over the training set of logit_y − max_{j≠y} logit_j
+    (y = the label the model was trained on; the model after batch-norm folding computes the
+    same logits). Cached in ``ctx.cache``; NaN for a diverged model."""
+    key = f"margin:{percentile}"
+    if key not in ctx.cache:
+        logits = predict(ctx.model, ctx.train_inputs, ctx.device).double()
+        ctx.cache[key] = torch.quantile(margins(logits, ctx.train_labels.cpu()), percentile / 100).item()
+    return ctx.cache[key]
+
+
 class InverseMarginOptions(Options):
     percentile: float = Field(10.0, ge=0, le=100, description="percentile of the training margins taken as γ")
 
@@ -39,8 +50,10 @@ class InverseMargin(BaseMeasure):
     Options = InverseMarginOptions
 
     def compute(self, ctx: MeasureContext, options: InverseMarginOptions) -> float:
-        logits = predict(ctx.model, ctx.train_inputs, ctx.device).double()
-        gamma = torch.quantile(margins(logits, ctx.train_labels.cpu()), options.percentile / 100).item()
+        gamma = training_margin(ctx, options.percentile)
         if math.isnan(gamma):  # a diverged run has no margin
             return math.nan
         return 1.0 / gamma**2 if gamma > 0 else math.inf
+
+
+MEASURES = (InverseMargin,)

@@ -60,3 +60,6 @@ class PathNorm(BaseMeasure):
             parameter.pow_(2)
         ones = torch.ones((1, *ctx.input_shape), device=ctx.device, dtype=torch.float64)
         return squared.double()(ones).sum().item()
+
+
+MEASURES = (DistanceFromInit, PathNorm)

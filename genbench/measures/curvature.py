@@ -1,0 +1,3 @@
+"""Measures of this family are added here."""
+
+MEASURES: tuple = ()
