@@ -25,6 +25,7 @@ from genbench.schemas import (
     Options,
     RunResult,
     RunSpec,
+    TrainConfig,
     content_hash,
     format_validation_error,
 )
@@ -191,24 +192,40 @@ class Retrainer:
         num_classes: int | None = None,
         train_indices: torch.Tensor | None = None,
         inputs: torch.Tensor | None = None,
+        train: TrainConfig | None = None,
     ) -> list[nn.Module]:
+        """Networks trained on ``labels`` [M, n] with ``seeds`` (one per member); the run's
+        own seed and labels reproduce the run's model. ``train`` overrides the recipe."""
+        return [model for model, _ in self.fit_with_outcomes(labels, seeds, num_classes, train_indices, inputs, train)]
+
+    def fit_with_outcomes(
+        self,
+        labels: torch.Tensor,
+        seeds: list[int],
+        num_classes: int | None = None,
+        train_indices: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
+        train: TrainConfig | None = None,
+    ) -> list[tuple[nn.Module, MemberOutcome | None]]:
+        """As ``fit``, with each member's training outcome (steps, loss curve, status);
+        ``None`` for a model fitted in closed form."""
         x = self.dataset.x_train if inputs is None else inputs
         if is_closed_form(self.run):
             classes = self.dataset.num_classes if num_classes is None else num_classes
-            models = []
+            fitted_models: list[tuple[nn.Module, MemberOutcome | None]] = []
             for i, seed in enumerate(seeds):
                 rows = slice(None) if train_indices is None else train_indices[i].cpu()
                 _, fitted, _ = fit_closed_form(self.run, x[rows], labels[i][rows], classes, seed)
-                models.append(fitted.to(self.device).eval())
-            return models
+                fitted_models.append((fitted.to(self.device).eval(), None))
+            return fitted_models
         build = model_builder(self.run, self.dataset, num_classes)
-        trainer = EnsembleTrainer(self.run.train, self.device, self.vmappable)
+        trainer = EnsembleTrainer(train or self.run.train, self.device, self.vmappable)
         outcomes = trainer.fit(build, x, labels, seeds, train_indices=train_indices)
         models = []
         for outcome in outcomes:
             model = build()
             model.load_state_dict(outcome.final_state)
-            models.append(model.to(self.device).eval())
+            models.append((model.to(self.device).eval(), outcome))
         return models
 
     def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
