@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from genbench.measures.base import SizeNormalizedOptions
 from genbench.measures.capability import (
     CrossValidation,
     CrossValidationOptions,
@@ -137,7 +138,7 @@ def test_dist_from_init_is_zero_at_init(hidden, seed):
     torch.manual_seed(seed)
     model = MultilayerPerceptron().build((5,), 3, MLPOptions(hidden=hidden))
     ctx = make_ctx(model, torch.zeros(1, 5), torch.zeros(1, dtype=torch.long), 3, initial=copy.deepcopy(model))
-    assert DistanceFromInit().compute(ctx, None) == 0.0
+    assert DistanceFromInit().compute(ctx, SizeNormalizedOptions()) == 0.0
 
 
 def test_dist_from_init_by_hand_weights_only():
@@ -165,7 +166,7 @@ def test_dist_from_init_by_hand_weights_only():
     # the perturbation itself, independently of the stored tensors
     assert expected == pytest.approx(sum((deltas[k] ** 2).sum() for k in ("1.weight", "3.weight")), rel=1e-5)
     with_biases = expected + sum((deltas[k] ** 2).sum() for k in ("1.bias", "3.bias"))
-    value = DistanceFromInit().compute(ctx, None)
+    value = DistanceFromInit().compute(ctx, SizeNormalizedOptions())
     assert value == pytest.approx(expected, rel=1e-6)
     assert value != pytest.approx(with_biases, rel=1e-2)
 
@@ -177,7 +178,7 @@ def test_dist_from_init_ignores_bias_only_changes():
         model[0].bias.add_(3.0)
         model[2].bias.sub_(1.5)
     ctx = make_ctx(model, torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), 2, initial=initial)
-    assert DistanceFromInit().compute(ctx, None) == 0.0
+    assert DistanceFromInit().compute(ctx, SizeNormalizedOptions()) == 0.0
 
 
 def test_dist_from_init_conv_weights():
@@ -189,7 +190,7 @@ def test_dist_from_init_conv_weights():
         model[-1].weight.sub_(0.25)  # 2·(2·2·2) = 16 entries, each moved by 0.25
         model[0].bias.add_(10.0)
     ctx = make_ctx(model, torch.zeros(1, 1, 4, 4), torch.zeros(1, dtype=torch.long), 2, initial=initial)
-    assert DistanceFromInit().compute(ctx, None) == pytest.approx(18 * 0.25 + 16 * 0.0625, rel=1e-6)
+    assert DistanceFromInit().compute(ctx, SizeNormalizedOptions()) == pytest.approx(18 * 0.25 + 16 * 0.0625, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -345,7 +346,7 @@ def test_path_norm_by_enumeration():
     ctx = make_ctx(net, torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), 2)
     expected = path_norm_by_enumeration(linear_layers(net), 3)
     assert expected > 0
-    assert PathNorm().compute(ctx, None) == pytest.approx(expected, rel=1e-12)
+    assert PathNorm().compute(ctx, SizeNormalizedOptions()) == pytest.approx(expected, rel=1e-12)
     # the measure works on a copy: the model is untouched
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
@@ -357,7 +358,7 @@ def test_path_norm_one_hidden_layer_closed_form():
     set_linear(net[0], [[-2.0]], [3.0])
     set_linear(net[2], [[0.5]], [-1.0])
     ctx = make_ctx(net, torch.zeros(1, 1), torch.zeros(1, dtype=torch.long), 1)
-    assert PathNorm().compute(ctx, None) == pytest.approx(0.25 * (4.0 + 9.0) + 1.0, rel=1e-12)
+    assert PathNorm().compute(ctx, SizeNormalizedOptions()) == pytest.approx(0.25 * (4.0 + 9.0) + 1.0, rel=1e-12)
 
 
 @FAST
@@ -371,7 +372,7 @@ def test_path_norm_invariant_under_relu_rescaling(seed, layer, unit, c):
     net = seeded_mlp([3, 4, 4, 2], seed)
     x = torch.randn(16, 3, generator=torch.Generator().manual_seed(seed))
     ctx = make_ctx(net, x, torch.zeros(16, dtype=torch.long), 2)
-    before = PathNorm().compute(ctx, None)
+    before = PathNorm().compute(ctx, SizeNormalizedOptions())
     outputs_before = net(x).detach()
 
     rescaled = copy.deepcopy(net)
@@ -381,7 +382,7 @@ def test_path_norm_invariant_under_relu_rescaling(seed, layer, unit, c):
         r_linears[layer].bias[unit] *= c
         r_linears[layer + 1].weight[:, unit] /= c
     ctx2 = make_ctx(rescaled, x, torch.zeros(16, dtype=torch.long), 2)
-    after = PathNorm().compute(ctx2, None)
+    after = PathNorm().compute(ctx2, SizeNormalizedOptions())
 
     # the network function is unchanged ...
     torch.testing.assert_close(rescaled(x).detach(), outputs_before, rtol=1e-5, atol=1e-5)
