@@ -190,6 +190,31 @@ FOOTNOTE = (
 )
 
 
+def noise_sanity_failures(board: pd.DataFrame) -> list[str]:
+    """Complexity measures that do not rise with the corruption level (τ(p_c) ≤ 0, or none).
+
+    The sanity check of Neyshabur et al. 2017 and Bartlett et al. 2017: a complexity measure
+    that explains generalization must grow with the fraction of random labels, since the
+    gap does. Constant measures (no τ) fail it too."""
+    rows = board[(board["kind"] == "complexity") & ~board["reference"].astype(bool)]
+    failing = rows[~(rows["tau_level"].astype(float) > 0)]
+    return list(failing["measure"])
+
+
+def sanity_line(board: pd.DataFrame) -> str:
+    """One line naming the complexity measures that fail the random-label sanity check."""
+    failing = noise_sanity_failures(board)
+    complexity = int(((board["kind"] == "complexity") & ~board["reference"].astype(bool)).sum())
+    if not complexity or board["tau_level"].isna().all():
+        return ""
+    if not failing:
+        return f"Random-label sanity check (Neyshabur et al. 2017): all {complexity} complexity measures rise with p_c."
+    return (
+        f"Random-label sanity check (Neyshabur et al. 2017): {len(failing)} of {complexity} complexity measures do not "
+        f"rise with p_c (τ(p_c) ≤ 0 or none): {', '.join(failing)}."
+    )
+
+
 def _json_value(value: object) -> object:
     """NaN → null, ±∞ → "inf"/"-inf" (JSON has neither)."""
     if isinstance(value, float):
@@ -214,7 +239,8 @@ def render(board: pd.DataFrame, fmt: Format = "table", title: str = "genbench le
             if row[1] == "reference":
                 row = [f"*{cell}*" for cell in row]
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
-        return "\n".join(lines) + "\n\n" + FOOTNOTE + "\n"
+        sanity = sanity_line(board)
+        return "\n".join(lines) + "\n\n" + FOOTNOTE + "\n" + (f"\n{sanity}\n" if sanity else "")
     from rich.console import Console
     from rich.table import Table
 
@@ -228,5 +254,9 @@ def render(board: pd.DataFrame, fmt: Format = "table", title: str = "genbench le
         style = "dim italic" if row[1] == "reference" else ("red" if row[6].startswith("fail") else None)
         table.add_row(*row, style=style)
     buffer = io.StringIO()
-    Console(file=buffer, width=120, force_terminal=False).print(table)
+    console = Console(file=buffer, width=120, force_terminal=False)
+    console.print(table)
+    sanity = sanity_line(board)
+    if sanity:
+        console.print(sanity, markup=False, highlight=False)
     return buffer.getvalue()
