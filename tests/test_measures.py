@@ -407,7 +407,7 @@ def fresh_rademacher_cache(monkeypatch):
     monkeypatch.setattr(EmpiricalRademacher, "_cache", {})
 
 
-def recorded_rademacher(hidden: list[int], train: TrainConfig) -> dict:
+def recorded_rademacher(hidden: list[int], train: TrainConfig, options: RademacherOptions | None = None) -> dict:
     """One real estimate on 24 random points in R⁴, with the retrainer's fits recorded."""
     saved = EmpiricalRademacher._cache
     EmpiricalRademacher._cache = {}
@@ -418,9 +418,17 @@ def recorded_rademacher(hidden: list[int], train: TrainConfig) -> dict:
         ctx = make_ctx(model, x, torch.zeros(24, dtype=torch.long), 2, run=run)
         recorder = RecordingRetrainer(ctx.retrainer)
         ctx.retrainer = recorder
-        options = RademacherOptions()
-        value = EmpiricalRademacher().compute(ctx, options)
-        return dict(value=value, recorder=recorder, x=x, run=run, options=options, cache=EmpiricalRademacher._cache)
+        options = options or RademacherOptions()
+        estimate = EmpiricalRademacher().compute(ctx, options)
+        return dict(
+            value=estimate.value,
+            estimate=estimate,
+            recorder=recorder,
+            x=x,
+            run=run,
+            options=options,
+            cache=EmpiricalRademacher._cache,
+        )
     finally:
         EmpiricalRademacher._cache = saved
 
@@ -435,6 +443,13 @@ def memorizing_rademacher():
 def weak_rademacher():
     """MLP [1] trained for 5 steps: cannot memorize."""
     return recorded_rademacher([1], TrainConfig(lr=0.1, schedule="constant", max_steps=5))
+
+
+@pytest.fixture(scope="module")
+def weak_three_class_rademacher():
+    """MLP [2] trained for 30 steps on labels uniform on 3 classes: fits some, not all."""
+    options = RademacherOptions(classes=3, draws=4)
+    return recorded_rademacher([2], TrainConfig(lr=0.1, schedule="constant", max_steps=30), options)
 
 
 def correlations_from_sign_draws(estimate: dict) -> list[float]:
@@ -458,11 +473,84 @@ def correlations_from_sign_draws(estimate: dict) -> list[float]:
     return correlations
 
 
+def correlations_from_class_draws(estimate: dict, classes: int) -> list[float]:
+    """(K·acc − 1)/(K − 1) per draw, labels reproduced from the documented seeding, acc by numpy."""
+    recorder, x, options = estimate["recorder"], estimate["x"], estimate["options"]
+    (call,) = recorder.calls
+    assert call["num_classes"] == classes and call["train_indices"] is None
+    assert len(call["models"]) == options.draws
+    values = []
+    for draw in range(options.draws):
+        generator = torch.Generator().manual_seed(options.seed * 1000 + draw)
+        labels = torch.randint(0, classes, (len(x),), generator=generator).numpy()
+        np.testing.assert_array_equal(call["labels"][draw].numpy(), labels)
+        predictions = numpy_mlp(call["models"][draw], x.numpy()).argmax(1)
+        accuracy = float(np.mean(predictions == labels))
+        values.append((classes * accuracy - 1) / (classes - 1))
+    return values
+
+
+def numpy_standard_error(values: list[float]) -> float:
+    return float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
 @pytest.mark.parametrize("which", ["memorizing_rademacher", "weak_rademacher"])
 def test_rademacher_recomputed_from_its_sign_draws(which, request):
     estimate = request.getfixturevalue(which)
     correlations = correlations_from_sign_draws(estimate)
     assert estimate["value"] == pytest.approx(float(np.mean(correlations)), abs=1e-6)
+    details = estimate["estimate"].details
+    assert details["stderr"] == pytest.approx(numpy_standard_error(correlations), abs=1e-9)
+    assert details["draws"] == 3 and details["classes"] == 2
+
+
+def test_rademacher_k_class_recomputed_from_its_draws(weak_three_class_rademacher):
+    values = correlations_from_class_draws(weak_three_class_rademacher, 3)
+    estimate = weak_three_class_rademacher["estimate"]
+    assert estimate.value == pytest.approx(float(np.mean(values)), abs=1e-12)
+    assert estimate.details["stderr"] == pytest.approx(numpy_standard_error(values), abs=1e-12)
+    assert estimate.details["classes"] == 3
+    # a non-trivial value and spread, so that the checks above test the averaging itself
+    assert -0.5 < estimate.value < 0.9
+    assert estimate.details["stderr"] > 0
+
+
+def test_rademacher_two_classes_equal_sign_labelings():
+    # the K-class definition at K = 2 is the ±1 correlation, on the same draws
+    train = TrainConfig(lr=0.1, schedule="constant", max_steps=20)
+    binary = recorded_rademacher([3], train, RademacherOptions(draws=2))
+    as_classes = recorded_rademacher([3], train, RademacherOptions(draws=2, classes=2))
+    assert as_classes["value"] == binary["value"]
+    assert binary["value"] == pytest.approx(float(np.mean(correlations_from_sign_draws(binary))), abs=1e-12)
+
+
+def test_rademacher_classes_none_uses_the_dataset_classes(fresh_rademacher_cache):
+    x = rademacher_inputs()
+    run = make_run([2], TrainConfig(lr=0.1, schedule="constant", max_steps=3))
+    model = MultilayerPerceptron().build((4,), 5, MLPOptions(hidden=[2]))
+    ctx = make_ctx(model, x, torch.zeros(24, dtype=torch.long), 5, run=run)
+    recorder = RecordingRetrainer(ctx.retrainer)
+    ctx.retrainer = recorder
+    estimate = EmpiricalRademacher().compute(ctx, RademacherOptions(classes=None, draws=1))
+    assert recorder.calls[0]["num_classes"] == 5 and estimate.details["classes"] == 5
+    assert int(recorder.calls[0]["labels"].max()) <= 4
+
+
+def test_rademacher_standard_error_is_nan_with_one_draw(fresh_rademacher_cache):
+    x = rademacher_inputs()
+    run = make_run([2], TrainConfig(lr=0.1, schedule="constant", max_steps=3))
+    model = MultilayerPerceptron().build((4,), 2, MLPOptions(hidden=[2]))
+    ctx = make_ctx(model, x, torch.zeros(24, dtype=torch.long), 2, run=run)
+    estimate = EmpiricalRademacher().compute(ctx, RademacherOptions(draws=1))
+    assert math.isfinite(estimate.value)
+    assert math.isnan(estimate.details["stderr"])  # undefined from one draw, not 0
+
+
+def test_rademacher_default_options_keep_their_stored_form():
+    # the K-class option leaves the default's serialized options (and so its stored values) unchanged
+    assert RademacherOptions().model_dump(mode="json") == {"draws": 3, "seed": 0}
+    assert RademacherOptions(classes=3).model_dump(mode="json") == {"draws": 3, "seed": 0, "classes": 3}
+    assert EmpiricalRademacher.version == "1"
 
 
 def test_rademacher_near_one_for_a_memorizing_class(memorizing_rademacher):
@@ -487,7 +575,7 @@ def test_rademacher_cache_shared_across_runs(memorizing_rademacher, monkeypatch)
     ctx = make_ctx(model, x, torch.ones(24, dtype=torch.long), 2, run=run)
     recorder = RecordingRetrainer(ctx.retrainer)
     ctx.retrainer = recorder
-    assert EmpiricalRademacher().compute(ctx, memorizing_rademacher["options"]) == memorizing_rademacher["value"]
+    assert EmpiricalRademacher().compute(ctx, memorizing_rademacher["options"]) == memorizing_rademacher["estimate"]
     assert recorder.calls == []  # served from the cache, nothing retrained
 
 
@@ -507,6 +595,7 @@ def test_rademacher_cache_misses_on_other_inputs_or_options(fresh_rademacher_cac
     assert fits(rademacher_inputs(1), RademacherOptions(draws=1)) == 0
     assert fits(rademacher_inputs(2), RademacherOptions(draws=1)) == 1
     assert fits(rademacher_inputs(1), RademacherOptions(draws=1, seed=1)) == 1
+    assert fits(rademacher_inputs(1), RademacherOptions(draws=1, classes=3)) == 1
 
 
 # ---------------------------------------------------------------------------
