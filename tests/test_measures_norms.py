@@ -654,3 +654,20 @@ def test_thread_count_restored():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+class NoWeightLayers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(5, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(len(x), -1) @ self.alpha
+
+
+@pytest.mark.parametrize("name", sorted(set(BY_NAME) - {"path-norm", "path-norm-over-margin"}))
+def test_model_without_weight_layers_is_refused(name):
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    ctx = make_ctx(NoWeightLayers(), x, torch.zeros(6, dtype=torch.long), 3)
+    with pytest.raises(MeasureError, match="no linear or convolutional layer"):
+        value(name, ctx)

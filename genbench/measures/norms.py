@@ -117,8 +117,16 @@ def training_margin(ctx: MeasureContext, percentile: float) -> float:
 
 
 def folded_weights(ctx: MeasureContext) -> list[torch.Tensor]:
-    """W_1 … W_d of the final network after batch-norm folding (float64)."""
-    return _cached(ctx, "norms:weights", lambda: layer_weights(ctx.model))
+    """W_1 … W_d of the final network after batch-norm folding (float64); a MeasureError
+    for a model without linear or convolutional layers (e.g. a kernel machine)."""
+
+    def compute() -> list[torch.Tensor]:
+        weights = layer_weights(ctx.model)
+        if not weights:
+            raise MeasureError(f"{type(ctx.model).__name__} has no linear or convolutional layer to take norms of")
+        return weights
+
+    return _cached(ctx, "norms:weights", compute)
 
 
 def folded_initial_weights(ctx: MeasureContext) -> list[torch.Tensor]:
