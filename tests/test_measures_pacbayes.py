@@ -466,3 +466,48 @@ def test_bound_with_few_examples_is_zero_even_for_a_perfect_fit():
     estimate = PacBayesBound().compute(make_ctx(model, inputs, labels, 2, initial=initial), PacBayesBoundOptions())
     assert estimate.value == 0.0
     assert estimate.details["certified"] == 0
+
+
+def test_early_stopped_steps_take_the_same_path_as_full_evaluations(monkeypatch):
+    model, inputs, labels = linear_problem(n=600)
+    ctx = make_ctx(model, inputs, labels, 2)
+    options = SigmaSearchOptions(draws=6, sigma_max=20.0)  # the first steps drop far more than 0.1
+    real_step = pacbayes.NoisyTraining.step
+    outcomes = {True: [], False: []}
+
+    def recording(allow):
+        def step(self, sigma, target, tolerance, early_stop):
+            outcome = real_step(self, sigma, target, tolerance, early_stop=early_stop and allow)
+            outcomes[allow].append(outcome)
+            return outcome
+
+        return step
+
+    monkeypatch.setattr(pacbayes.NoisyTraining, "step", recording(True))
+    with_early_stop = PacBayesFlatness().compute(ctx, options)
+    pacbayes.clear_search_cache()
+    monkeypatch.setattr(pacbayes.NoisyTraining, "step", recording(False))
+    without = PacBayesFlatness().compute(ctx, options)
+    assert without == with_early_stop
+    assert any(o.drop is None for o in outcomes[True])  # some steps did stop early
+    assert all(o.drop is not None for o in outcomes[False])
+    assert [o.too_much for o in outcomes[True]] == [o.too_much for o in outcomes[False]]
+
+
+def test_stop_early_ends_after_the_first_chunk():
+    model = seeded_mlp([4, 5, 3], seed=2).eval()
+    inputs = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
+    labels = model(inputs).argmax(-1).detach()
+    parameters = perturbable_parameters(model)
+    source = lambda a, b: {k: p.expand(b - a, *p.shape) for k, p in parameters.items()}  # noqa: E731
+    seen = []
+
+    def stop(correct, done):
+        seen.append((correct.tolist(), done))
+        return True
+
+    metrics = perturbed_metrics(model, inputs, labels, 2, source, stop_early=stop)
+    assert seen == [([128, 128], 128)]  # unperturbed copies are right on the first 128 examples
+    assert metrics.examples.tolist() == [128, 128]
+    full = perturbed_metrics(model, inputs, labels, 2, source, stop_early=lambda c, d: False)
+    assert full.examples.tolist() == [300, 300] and full.correct.tolist() == [300, 300]

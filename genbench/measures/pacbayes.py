@@ -134,66 +134,88 @@ def noise_scales(
     return {name: torch.sqrt(sigma**2 * p.pow(2) + epsilon**2) for name, p in parameters.items()}
 
 
+@dataclass(frozen=True)
+class StepOutcome:
+    """One search step: the accuracy drop (None when the step stopped as soon as its side of
+    the target band was certain), which side it fell on, and the drop's standard error."""
+
+    drop: float | None
+    too_much: bool
+    stderr: float
+
+
+class NoisyTraining:
+    """The folded network, its perturbable parameters, fixed standard-normal draws z_k and the
+    training set: evaluates the accuracy drop under noise scale(σ)·z_k."""
+
+    def __init__(self, ctx: MeasureContext, options: SigmaSearchOptions) -> None:
+        self.epsilon = options.epsilon if isinstance(options, MagnitudeSearchOptions) else None
+        self.model = fold_batch_norm(ctx.model).to(ctx.device).eval()
+        self.parameters = perturbable_parameters(self.model, options.perturb_biases)
+        if not self.parameters:
+            raise MeasureError("the PAC-Bayes σ search needs a network with linear or convolutional layers")
+        self.finite = all(bool(torch.isfinite(p).all()) for p in self.parameters.values())
+        self.inputs, self.labels = ctx.train_inputs.to(ctx.device), ctx.train_labels.to(ctx.device)
+        logits = predict(self.model, self.inputs, ctx.device)
+        self.base = (logits.argmax(-1) == self.labels.cpu()).double().mean().item()
+        seed = derive_seed(ctx.spec.seed, f"pacbayes-sigma-search:{options.seed}")
+        self.draws = options.draws
+        self.noise = standard_normal_like(self.parameters, self.draws, torch.Generator().manual_seed(seed))
+
+    def step(self, sigma: float, target: float, tolerance: float, early_stop: bool) -> StepOutcome:
+        """The drop at σ, and whether it exceeds ``target``. With ``early_stop`` the evaluation
+        ends as soon as even the best (or worst) case for the examples not yet seen leaves the
+        drop above target + tolerance (or below target − tolerance), which decides the step
+        exactly as the full evaluation would."""
+        scales = noise_scales(self.parameters, sigma, self.epsilon)
+        n, draws = len(self.inputs), self.draws
+
+        def draw_parameters(start: int, stop: int) -> dict[str, torch.Tensor]:
+            return {k: p + scales[k] * self.noise[k][start:stop] for k, p in self.parameters.items()}
+
+        def drop_range(correct: torch.Tensor, done: int) -> tuple[float, float]:
+            seen = correct.sum().item()
+            return self.base - (seen + draws * (n - done)) / (draws * n), self.base - seen / (draws * n)
+
+        def decided(correct: torch.Tensor, done: int) -> bool:
+            smallest, largest = drop_range(correct, done)
+            return smallest > target + tolerance or largest < target - tolerance
+
+        metrics = perturbed_metrics(
+            self.model, self.inputs, self.labels, draws, draw_parameters, stop_early=decided if early_stop else None
+        )
+        evaluated = int(metrics.examples[0])
+        if evaluated < n:
+            return StepOutcome(None, drop_range(metrics.correct, evaluated)[0] > target + tolerance, math.nan)
+        accuracy = metrics.accuracy
+        drop = self.base - accuracy.mean().item()
+        stderr = accuracy.std().item() / math.sqrt(draws) if draws > 1 else math.nan
+        return StepOutcome(drop, drop > target, stderr)
+
+
 def sigma_search(ctx: MeasureContext, options: SigmaSearchOptions) -> SigmaSearch:
     """Bisection on [0, σ_max] for the σ whose noise lowers the training accuracy by the target.
 
     drop(σ) = acc(w) − mean_k acc(w + scale(σ)·z_k), z_k standard normal (k = 1 … draws), fixed
     for the whole search. Step: σ = midpoint; stop if |drop − target| ≤ tolerance; else the
     upper end moves to σ when drop > target, the lower end otherwise. Returns the last σ tried.
+    A step stops evaluating examples once its side of the target band is certain whatever the
+    remaining examples give (exact: the search takes the same path as with full evaluations);
+    the step that ends the search is always evaluated on the whole training set.
     """
-    epsilon = options.epsilon if isinstance(options, MagnitudeSearchOptions) else None
-    model = fold_batch_norm(ctx.model).to(ctx.device).eval()
-    parameters = perturbable_parameters(model, options.perturb_biases)
-    if not parameters:
-        raise MeasureError("the PAC-Bayes σ search needs a network with linear or convolutional layers")
-    if not all(torch.isfinite(p).all() for p in parameters.values()):
+    noisy = NoisyTraining(ctx, options)
+    if not noisy.finite:
         return _UNFINISHED
-    inputs, labels = ctx.train_inputs.to(ctx.device), ctx.train_labels.to(ctx.device)
-    base = (predict(model, inputs, ctx.device).argmax(-1) == labels.cpu()).double().mean().item()
-    generator = torch.Generator().manual_seed(derive_seed(ctx.spec.seed, f"pacbayes-sigma-search:{options.seed}"))
-    noise = standard_normal_like(parameters, options.draws, generator)
-
-    n, draws = len(inputs), options.draws
-    low_target, high_target = options.target_drop - options.tolerance, options.target_drop + options.tolerance
-
-    def decided(correct: torch.Tensor, done: int) -> bool:
-        # the step's outcome is certain once even the best (or worst) case for the examples
-        # not yet evaluated leaves the drop outside the target band on one side
-        best = (correct.sum().item() + draws * (n - done)) / (draws * n)
-        worst = correct.sum().item() / (draws * n)
-        return base - best > high_target or base - worst < low_target
-
-    def evaluate(sigma: float, allow_early_stop: bool):
-        scales = noise_scales(parameters, sigma, epsilon)
-
-        def draw_parameters(start: int, stop: int) -> dict[str, torch.Tensor]:
-            return {name: p + scales[name] * noise[name][start:stop] for name, p in parameters.items()}
-
-        return perturbed_metrics(
-            model,
-            inputs,
-            labels,
-            draws,
-            draw_parameters,
-            stop_early=decided if allow_early_stop else None,
-        )
-
+    target, tolerance = options.target_drop, options.tolerance
     lower, upper = 0.0, options.sigma_max
     for step in range(1, options.max_steps + 1):
         sigma = (lower + upper) / 2
-        metrics = evaluate(sigma, allow_early_stop=step < options.max_steps)
-        evaluated = int(metrics.examples[0])
-        if evaluated < n:  # decided before the end: outside the band, on the side ``decided`` saw
-            too_much = base - (metrics.correct.sum().item() + draws * (n - evaluated)) / (draws * n) > high_target
-        else:
-            accuracy = metrics.accuracy
-            drop = base - accuracy.mean().item()
-            stderr = accuracy.std().item() / math.sqrt(draws) if draws > 1 else math.nan
-            if abs(drop - options.target_drop) <= options.tolerance or step == options.max_steps:
-                converged = abs(drop - options.target_drop) <= options.tolerance
-                return SigmaSearch(sigma, drop, step, base, converged, stderr)
-            too_much = drop > options.target_drop
-        if too_much:
+        last = step == options.max_steps
+        outcome = noisy.step(sigma, target, tolerance, early_stop=not last)
+        if outcome.drop is not None and (abs(outcome.drop - target) <= tolerance or last):
+            converged = abs(outcome.drop - target) <= tolerance
+            return SigmaSearch(sigma, outcome.drop, step, noisy.base, converged, outcome.stderr)
+        if outcome.too_much:
             upper = sigma
         else:
             lower = sigma
