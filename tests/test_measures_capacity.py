@@ -285,3 +285,22 @@ def test_inception_depth_counts_parallel_branches_once():
     estimate = VCBound().compute(ctx_for(model, (3, 8, 8), n=2, classes=4), VCBoundOptions())
     # stem, 8 inception modules, 2 downsample modules, the FC layer: 12 layers (20 weight layers)
     assert estimate.details["depth"] == 12
+
+
+class NoWeightLayers(nn.Module):
+    """A model whose parameter is not a linear or convolutional layer's (as a kernel machine's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(3, 2))
+
+    def forward(self, x):
+        return x @ self.alpha
+
+
+@pytest.mark.parametrize("measure, options", [(VCBound(), VCBoundOptions()), (RademacherNormBound(), NormBoundOptions())])
+def test_a_network_without_weight_layers_is_a_clear_error(measure, options):
+    from genbench.errors import MeasureError
+
+    with pytest.raises(MeasureError, match="no linear or convolutional layer"):
+        measure.compute(ctx_for(NoWeightLayers(), (3,)), options)

@@ -9,9 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from genbench.engine import Retrainer
-from genbench.measures.stability import UniformStability, UniformStabilityOptions
+from genbench.measures.stability import UniformStability, UniformStabilityOptions, replacement_pairs
 from genbench.schemas import TrainConfig
 from measure_helpers import CPU, make_ctx, make_dataset, make_run, numpy_mlp
 
@@ -211,3 +213,14 @@ def test_needs_two_examples():
     ctx = trained_context(x, y, hidden=(2,))
     with pytest.raises(ValueError, match="two training examples"):
         UniformStability().compute(ctx, UniformStabilityOptions())
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(2, 50), count=st.integers(1, 60), seed=st.integers(0, 2**31 - 1))
+def test_replacement_pairs_are_valid_and_reproducible(n, count, seed):
+    pairs = replacement_pairs(n, count, torch.Generator().manual_seed(seed))
+    assert len(pairs) == count
+    assert all(0 <= i < n and 0 <= j < n and i != j for i, j in pairs)
+    replaced = [i for i, _ in pairs]
+    assert len(set(replaced)) == min(count, n)  # distinct while there are examples left
+    assert pairs == replacement_pairs(n, count, torch.Generator().manual_seed(seed))

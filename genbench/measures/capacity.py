@@ -13,6 +13,7 @@ import torch.fx
 from pydantic import Field
 from torch import nn
 
+from genbench.errors import MeasureError
 from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions, normalize_by_m
 from genbench.measures.weights import fold_batch_norm, frobenius_norm, layer_weights, weight_count, weight_layers
 from genbench.schemas import Options, content_hash
@@ -70,6 +71,8 @@ def traced_weight_layer_depths(model: nn.Module) -> list[int]:
     network with torch.fx; a network that cannot be traced gets one depth per weight layer,
     in registration order (a valid, looser layering)."""
     names = [name for name, _ in weight_layers(model)]
+    if not names:
+        raise MeasureError("the network has no linear or convolutional layer to bound")
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception:
@@ -161,8 +164,9 @@ def theorem7_vc_bound(structure: LayerStructure, pieces: int = 2) -> float:
         cumulative += parameters
         summed_cumulative += cumulative  # Σ_i W_i = L̄·W
     r = sum(i * k for i, k in enumerate(structure.units, start=1))
-    inner = 2 * math.e * p * r
-    return structure.depth + summed_cumulative * math.log2(4 * math.e * p * r * math.log2(inner)) if total else 0.0
+    if total == 0:
+        return 0.0
+    return structure.depth + summed_cumulative * math.log2(4 * math.e * p * r * math.log2(2 * math.e * p * r))
 
 
 def simple_vc_bound(structure: LayerStructure) -> float:
