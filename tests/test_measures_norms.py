@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from genbench.errors import MeasureError
+from genbench.measures import margins as margins_module
 from genbench.measures import norms
 from genbench.measures.base import BaseMeasure, SizeNormalizedOptions
 from genbench.models.cnn import CNNOptions, SmallConvNet
@@ -590,15 +591,15 @@ def test_every_measure_is_documented():
 
 
 def test_margins_cached_across_contexts_by_content(monkeypatch):
-    monkeypatch.setattr(norms, "_MARGINS", type(norms._MARGINS)())
+    monkeypatch.setattr(margins_module, "_MARGINS", type(margins_module._MARGINS)())
     calls = []
-    real_predict = norms.predict
+    real_predict = margins_module.predict
 
     def counting_predict(*args, **kwargs):
         calls.append(1)
         return real_predict(*args, **kwargs)
 
-    monkeypatch.setattr(norms, "predict", counting_predict)
+    monkeypatch.setattr(margins_module, "predict", counting_predict)
     model, initial = tiny_mlp(1), tiny_mlp(2)
     ctx, x, y = context_for(model, initial, (5,))
     first = {name: value(name, ctx) for name in OVER_MARGIN}
@@ -621,22 +622,24 @@ def test_margins_cached_across_contexts_by_content(monkeypatch):
 
 
 def test_margin_matches_the_inverse_margin_measure():
-    from genbench.measures.margins import training_margin
-
     model, initial = tiny_cnn(1), tiny_cnn(2)
     ctx, _, _ = context_for(model, initial, (1, 4, 4))
     for percentile in (0.0, 10.0, 37.5, 100.0):
-        assert norms.training_margin(ctx, percentile) == training_margin(ctx, percentile)
+        gamma = margins_module.training_margin(ctx, percentile)
+        inverse = margins_module.InverseMargin()
+        assert inverse.compute(ctx, inverse.Options(percentile=percentile)) == pytest.approx(
+            1 / gamma**2 if gamma > 0 else math.inf
+        )
 
 
 def test_margin_cache_drops_least_recently_used_runs_beyond_its_budget(monkeypatch):
-    monkeypatch.setattr(norms, "_MARGINS", type(norms._MARGINS)())
-    monkeypatch.setattr(norms, "_MARGINS_BUDGET", 50)  # two runs of 24 training examples
+    monkeypatch.setattr(margins_module, "_MARGINS", type(margins_module._MARGINS)())
+    monkeypatch.setattr(margins_module, "_MARGINS_BUDGET", 50)  # two runs of 24 training examples
     contexts = [context_for(tiny_mlp(seed), tiny_mlp(99), (5,))[0] for seed in range(3)]
     for ctx in contexts:
-        norms.training_margin(ctx, 10.0)
-    keys = [norms.run_fingerprint(ctx) for ctx in contexts]
-    assert list(norms._MARGINS) == keys[1:]
+        margins_module.training_margin(ctx, 10.0)
+    keys = [margins_module.run_fingerprint(ctx) for ctx in contexts]
+    assert list(margins_module._MARGINS) == keys[1:]
     assert len(set(keys)) == 3
 
 

@@ -58,6 +58,7 @@ class CrossValidation(BaseMeasure):
     name: ClassVar[str] = "cross-validation"
     kind: ClassVar[str] = "capability"
     version: ClassVar[str] = "1"
+    source: ClassVar[str] = "Stone 1974 (cross-validation); corruption-aware reading after Zhang et al. 2017"
     requires: ClassVar[frozenset[str]] = frozenset({"train_data", "retrain"})
     Options = CrossValidationOptions
 

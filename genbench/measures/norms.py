@@ -18,9 +18,7 @@ margin-normalized measure when γ ≤ 0 (the model does not fit that percentile)
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
@@ -30,9 +28,8 @@ from pydantic import Field
 
 from genbench.errors import MeasureError
 from genbench.measures.base import BaseMeasure, MeasureContext, SizeNormalizedOptions
-from genbench.measures.margins import margins
+from genbench.measures.margins import training_margin
 from genbench.measures.weights import NORMALIZATION_LAYERS, as_matrix, fold_batch_norm, layer_weights
-from genbench.training import predict
 
 JIANG = "Jiang et al. 2020, 'Fantastic generalization measures and where to find them', §C"
 
@@ -65,55 +62,6 @@ def _cached(ctx: MeasureContext, key: str, compute, single_thread: bool = True):
         else:
             ctx.cache[key] = compute()
     return ctx.cache[key]
-
-
-def run_fingerprint(ctx: MeasureContext) -> str:
-    """A content hash of what the training margins depend on: the network (its structure and
-    every parameter and buffer), the training inputs and labels, and the device."""
-    digest = hashlib.sha256(f"{ctx.model!r}|{ctx.device}".encode())
-    for name, tensor in ctx.model.state_dict().items():
-        data = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
-        digest.update(data.numpy().tobytes())
-    for tensor in (ctx.train_inputs, ctx.train_labels):
-        data = tensor.detach().cpu().contiguous()
-        digest.update(f"{tuple(data.shape)}:{data.dtype}".encode())
-        digest.update(data.numpy().tobytes())
-    return digest.hexdigest()
-
-
-#: Training margins of recent runs, by ``run_fingerprint``: the engine evaluates one measure
-#: on every run before the next measure, with a fresh context each, and the forward pass over
-#: the training set is the costly part of every margin-normalized measure (about 0.2 s for a
-#: digits CNN on one core). Least recently used runs are dropped beyond ``_MARGINS_BUDGET``
-#: stored margins in all (32 MB: about 3,000 digits runs, or 80 runs on 50,000 examples).
-_MARGINS: OrderedDict[str, torch.Tensor] = OrderedDict()
-_MARGINS_BUDGET = 4_000_000
-
-
-def training_margins(ctx: MeasureContext) -> torch.Tensor:
-    """logit_y − max_{j≠y} logit_j of every training example (float64, on the CPU), shared
-    by the measures of a run through ``ctx.cache`` and, across contexts, a small
-    module-level cache keyed by the content hash of the network and training set."""
-
-    def compute() -> torch.Tensor:
-        key = run_fingerprint(ctx)
-        if key in _MARGINS:
-            _MARGINS.move_to_end(key)
-        else:
-            logits = predict(ctx.model, ctx.train_inputs, ctx.device).double()
-            _MARGINS[key] = margins(logits, ctx.train_labels.cpu())
-            while len(_MARGINS) > 1 and sum(m.numel() for m in _MARGINS.values()) > _MARGINS_BUDGET:
-                _MARGINS.popitem(last=False)
-        return _MARGINS[key]
-
-    return _cached(ctx, "norms:margins", compute, single_thread=False)
-
-
-def training_margin(ctx: MeasureContext, percentile: float) -> float:
-    """γ: the ``percentile``-th percentile of the training margins (linear interpolation, as
-    ``genbench.measures.margins.training_margin`` and numpy's default); NaN for a diverged model."""
-    return torch.quantile(training_margins(ctx), percentile / 100).item()
 
 
 def folded_weights(ctx: MeasureContext) -> list[torch.Tensor]:
