@@ -129,9 +129,10 @@ ARCHITECTURES = [
     ("small-alexnet", (3, 8, 8), {}),
     ("small-inception", (3, 8, 8), {}),
 ]
+IDS = [f"{name}-{len(shape)}d-input" for name, shape, _ in ARCHITECTURES]
 
 
-@pytest.mark.parametrize("name, shape, options", ARCHITECTURES, ids=[a[0] + str(len(a[1])) for a in ARCHITECTURES])
+@pytest.mark.parametrize("name, shape, options", ARCHITECTURES, ids=IDS)
 @pytest.mark.parametrize("use_vmap", [True, False])
 def test_batched_draws_match_perturbing_copies_one_at_a_time(name, shape, options, use_vmap):
     model = pacbayes.fold_batch_norm(tiny(name, shape, **options))
@@ -370,7 +371,7 @@ def test_network_without_weight_layers_is_a_measure_error():
         PacBayesBound().compute(ctx, PacBayesBoundOptions())
 
 
-@pytest.mark.parametrize("name, shape, options", ARCHITECTURES[:4], ids=[a[0] + str(len(a[1])) for a in ARCHITECTURES[:4]])
+@pytest.mark.parametrize("name, shape, options", ARCHITECTURES[:4], ids=IDS[:4])
 def test_search_runs_on_each_architecture(name, shape, options):
     model = tiny(name, shape, **options)
     inputs = torch.randn((12, *shape), generator=torch.Generator().manual_seed(4))

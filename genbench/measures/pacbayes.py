@@ -424,7 +424,10 @@ def rescaled_capability(bound: float, num_classes: int) -> float:
 
 class PacBayesBoundOptions(Options):
     delta: float = Field(
-        0.05, gt=0, lt=1, description="failure probability: half for the PAC-Bayes bound, half for the Monte-Carlo estimate"
+        0.05,
+        gt=0,
+        lt=1,
+        description="failure probability: half for the PAC-Bayes bound, half for the Monte-Carlo estimate",
     )
     sigma_min: float = Field(1e-3, gt=0, description="smallest σ of the geometric grid")
     sigma_max: float = Field(1.0, gt=0, description="largest σ of the geometric grid")
@@ -490,20 +493,23 @@ class PacBayesBound(BaseMeasure):
         if not all(torch.isfinite(p).all() for p in parameters.values()):
             return Estimate(math.nan, {"reason": "non-finite weights"})
         centres = perturbable_parameters(initial, options.perturb_biases)
-        squared = sum((parameters[k].double() - centres[k].double().to(parameters[k].device)).pow(2).sum().item() for k in parameters)
+        squared = sum(
+            (p.double() - centres[k].double().to(p.device)).pow(2).sum().item() for k, p in parameters.items()
+        )
         m, chance_level = ctx.num_train, 1.0 - 1.0 / ctx.num_classes
         delta_each = options.delta / 2 / options.grid_points
         terms = [self._terms(sigma, squared, m, delta_each) for sigma in self._grid(options)]
         hopeful = [t for t in terms if kl_inverse(0.0, t.budget) < chance_level]
-        details: dict[str, float | int | str | None] = {"kl_weights_sq_distance": squared}
+        details: dict[str, float | int | str | None] = {"squared_distance_from_init": squared}
         if not hopeful:  # even a perfect ê_Q would leave the bound at or above chance: trivial bound 1
             best = min(terms, key=lambda t: t.budget)
-            details.update(bound=1.0, sigma=best.sigma, kl=best.kl, gibbs_error=None, certified=0)
+            reason = "KL term too large for every grid σ"
+            details.update(bound=1.0, sigma=best.sigma, kl=best.kl, certified=0, reason=reason)
             return Estimate(0.0, details)
         inputs, labels = ctx.train_inputs.to(ctx.device), ctx.train_labels.to(ctx.device)
-        chosen, estimate = self._screen(model, parameters, inputs, labels, hopeful, ctx, options)
+        chosen, estimate = self._screen(model, parameters, inputs, labels, hopeful, ctx, options, chance_level)
         if estimate >= chance_level:  # not worth certifying: the estimate alone is at chance
-            details.update(bound=None, bound_estimate=estimate, sigma=chosen.sigma, kl=chosen.kl, certified=0)
+            details.update(bound=None, certified=0, reason="no grid σ's estimated bound is below 1 − 1/K")
             return Estimate(0.0, details)
         errors = self._paired_errors(model, parameters, inputs, labels, chosen.sigma, ctx, options)
         mean_error = errors.mean().item()
@@ -533,18 +539,27 @@ class PacBayesBound(BaseMeasure):
         return BoundTerms(sigma, kl, (kl + math.log(2 * math.sqrt(m) / delta)) / m)
 
     @staticmethod
-    def _screen(model, parameters, inputs, labels, hopeful, ctx, options) -> tuple[BoundTerms, float]:
+    def _screen(model, parameters, inputs, labels, hopeful, ctx, options, ceiling: float) -> tuple[BoundTerms, float]:
         """The grid σ whose bound, with ê_Q estimated from a few shared draws, is smallest, and
-        that estimated bound (not a certified one)."""
+        that estimated bound (not a certified one; ∞ when none estimates below ``ceiling``).
+        A grid σ stops being evaluated as soon as the errors already seen make its estimate
+        at least the best so far (or ``ceiling``)."""
         generator = torch.Generator().manual_seed(derive_seed(ctx.spec.seed, f"pacbayes-bound-screen:{options.seed}"))
         noise = standard_normal_like(parameters, options.screening_draws, generator)
+        draws, n = options.screening_draws, len(inputs)
         best, best_bound = hopeful[-1], math.inf
         for terms in hopeful:
 
             def draw_parameters(start: int, stop: int, sigma=terms.sigma) -> dict[str, torch.Tensor]:
                 return {k: p + sigma * noise[k][start:stop] for k, p in parameters.items()}
 
-            metrics = perturbed_metrics(model, inputs, labels, options.screening_draws, draw_parameters)
+            def cannot_win(correct: torch.Tensor, done: int, budget=terms.budget) -> bool:
+                fewest_errors = (draws * done - correct.sum().item()) / (draws * n)
+                return kl_inverse(fewest_errors, budget) >= min(best_bound, ceiling)
+
+            metrics = perturbed_metrics(model, inputs, labels, draws, draw_parameters, stop_early=cannot_win)
+            if int(metrics.examples[0]) < n:
+                continue
             estimate = kl_inverse(1.0 - metrics.accuracy.mean().item(), terms.budget)
             if estimate < best_bound:
                 best, best_bound = terms, estimate

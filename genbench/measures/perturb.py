@@ -6,7 +6,9 @@ network D times, the D parameter sets are stacked along a leading *draw* axis an
 evaluated together with ``torch.func.functional_call`` under ``torch.func.vmap``,
 chunked over draws and over examples so that the activations stay within a memory
 budget. A network that ``vmap`` cannot handle is evaluated one draw at a time
-instead (same results, slower).
+instead (same results). On the CPU, networks with convolutions use that loop by
+default: vmap turns a convolution with per-draw kernels into a grouped convolution,
+which measured slower there than the loop (see ``vmap_by_default``).
 
 Two layouts:
 
@@ -203,7 +205,9 @@ def perturbed_metrics(
         step_examples = max(1, min(step_examples, examples_per_chunk))
     if paired:
         return _paired_metrics(model, inputs, labels, draw_parameters, step_draws, vmapped)
-    return _shared_metrics(model, inputs, labels, draws, draw_parameters, step_draws, step_examples, vmapped, stop_early)
+    return _shared_metrics(
+        model, inputs, labels, draws, draw_parameters, step_draws, step_examples, vmapped, stop_early
+    )
 
 
 def _paired_metrics(model, inputs, labels, draw_parameters, step_draws, vmapped) -> PerturbedMetrics:
