@@ -205,9 +205,11 @@ class VCBound(BaseMeasure):
     is what the theorem's counting argument uses); pooling and normalization layers are
     not counted as layers (max-pooling is piecewise linear but would need extra ReLU layers
     to fit the theorem's unit model; LRN is outside it); layers on parallel branches share a
-    depth (see ``weight_layer_depths``); the K output units are all counted (the theorem
-    is stated for one output unit, so this is the bound for the largest of the K
-    one-output sub-networks' parameter counts, an upper bound). ``formula = w-l-log-w``
+    depth (see ``weight_layer_depths``); all K output units are counted (k_L = K, their
+    parameters in W): the theorem is stated for one real output, and since the formula
+    grows with W and R, counting all K upper-bounds the value for any one output (the class
+    of sgn(f_y − f_y') for a pair of classes needs the two outputs: fewer than K for
+    K > 2). ``formula = w-l-log-w``
     gives W·L·log₂W instead (constant 1). ``value = generalization-bound`` gives
     sqrt(VC·ln m / m), the rate of the VC generalization bound; the default is the VC
     dimension itself, since at a fixed m the bound is a monotone function of it and ranks
