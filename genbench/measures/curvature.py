@@ -56,8 +56,12 @@ class HessianVectorProducts:
         where autograd can (vmap over the backward), one pass per row otherwise."""
         if len(vectors) > 1 and self._batched:
             try:
-                batched = [vectors[:, start : start + p.numel()].reshape(len(vectors), *p.shape) for start, p in self._offsets()]
-                products = torch.autograd.grad(gradient, self.parameters, batched, retain_graph=True, is_grads_batched=True)
+                batched = [
+                    vectors[:, start : start + p.numel()].reshape(len(vectors), *p.shape) for start, p in self._offsets()
+                ]
+                products = torch.autograd.grad(
+                    gradient, self.parameters, batched, retain_graph=True, is_grads_batched=True
+                )
                 return torch.cat([p.reshape(len(vectors), -1) for p in products], dim=1)
             except RuntimeError:
                 self._batched = False
@@ -115,17 +119,18 @@ class HessianEigenvalueOptions(SizeNormalizedOptions):
 
 
 class HessianTopEigenvalue(BaseMeasure):
-    """Largest eigenvalue λ_max of the Hessian of the mean training cross-entropy with respect to
-    all parameters, by power iteration on Hessian-vector products.
+    """Largest eigenvalue of the training-loss Hessian, by power iteration on Hessian-vector products.
+
+    λ_max of the Hessian of the mean training cross-entropy with respect to all parameters:
 
     hessian-top-eigenvalue = λ_max(∇²_w L(w)),  L(w) = (1/n) Σ_i CE(f_w(x_i), y_i),
 
     over a seeded random subset of ``max_examples`` = 256 training examples (None: all of them,
     in chunks of 2048) and every parameter of the network as it is parametrized (weights, biases,
     batch-norm affine parameters; batch norm in eval mode). At most ``iterations`` = 20 products;
-    the iteration stops when the estimate changes by at most ``tolerance`` = 1 %. Power iteration finds the eigenvalue of largest
-    magnitude; if that is negative (the trained point is not a minimum), a second power
-    iteration on H − λ·I finds the top one. Source: Keskar et al. 2017 (sharpness as the
+    the iteration stops when the estimate changes by at most ``tolerance`` = 1 %. Power
+    iteration finds the eigenvalue of largest magnitude; if that is negative (the trained point
+    is not a minimum), a second power iteration on H − λ·I finds the top one. Source: Keskar et al. 2017 (sharpness as the
     Hessian's spectrum); Jiang et al. 2020 discuss it among the sharpness measures; the
     Hessian-vector-product power iteration follows Yao et al. 2020 (PyHessian). Details: the
     iterations used, whether the estimate converged to ``tolerance``. NaN for a diverged network.
@@ -160,8 +165,9 @@ class HessianTraceOptions(SizeNormalizedOptions):
 
 
 class HessianTrace(BaseMeasure):
-    """Trace of the Hessian of the mean training cross-entropy with respect to all parameters, by
-    Hutchinson's estimator.
+    """Trace of the training-loss Hessian, by Hutchinson's estimator with Rademacher probes.
+
+    The trace of the Hessian of the mean training cross-entropy with respect to all parameters:
 
     hessian-trace = tr ∇²_w L(w) ≈ (1/k) Σ_{j=1..k} v_jᵀ H v_j,  v_j with i.i.d. Rademacher (±1)
     entries (E[v vᵀ] = I, so E[vᵀHv] = tr H),

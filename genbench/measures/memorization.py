@@ -79,12 +79,14 @@ class CriticalSampleRatioOptions(SizeNormalizedOptions):
 
 
 class CriticalSampleRatio(BaseMeasure):
-    """Critical sample ratio: the fraction of training points with a differently classified point
-    within a small L∞ box around them, found by Langevin adversarial sample search.
+    """Critical sample ratio: the fraction of training points whose prediction flips within a small L∞ box.
+
+    A point is critical when Langevin adversarial sample search finds a differently classified
+    point within the box around it:
 
     CSR = (1/N) Σ_i 1[∃ x̂ : ‖x̂ − x_i‖_∞ ≤ r, argmax f(x̂) ≠ argmax f(x_i)],
 
-    over N = ``max_examples`` training points drawn with the run's seeded generator (all of them
+    over N = ``max_examples`` = 500 training points drawn with the run's seeded generator (all of them
     with None), x̂ searched for by Arpit et al. 2017's Algorithm 1 (LASS): from x̃ = x, repeat
     x̃ ← x̃ + α·sign(∇_x̃ CE(f(x̃), k)) + β·η (η standard Gaussian; k the class predicted at x),
     then clip x̃ − x to [−r, r] per feature, for ``iterations`` steps; x is critical once the
@@ -94,11 +96,11 @@ class CriticalSampleRatio(BaseMeasure):
     uses α = 0.25/255 and β = 0.2/255, the defaults here. r = 30/255 and 20 steps are this
     module's choices: with them the search moves at most 20·α ≈ 5/255 (plus noise) from x, so
     the number of steps bounds the search before r does (raise ``iterations`` or ``step`` for
-    larger boxes). genbench's inputs are standardized, so
-    with ``input_scale = "range"`` r, α and β are multiplied by each feature's range (max − min)
-    over the training inputs, which maps the paper's pixel units onto standardized pixels
-    (features that never vary get a zero-width box); "unit" uses the values as they are. Inputs
-    are not clipped to the data range. Kind complexity: memorizing networks have many critical
+    larger boxes). genbench's inputs are standardized, so with ``input_scale = "range"`` r, α
+    and β are multiplied by each feature's range (max − min) over the training inputs, which
+    maps the paper's pixel units onto standardized pixels (features that never vary get a
+    zero-width box); "unit" uses the values as they are. Inputs are not clipped to the data
+    range. Kind complexity: memorizing networks have many critical
     samples (Arpit et al. §3.3). Details: the number of critical points and of points searched.
     NaN for a diverged network.
     """

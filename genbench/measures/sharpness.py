@@ -240,8 +240,7 @@ class _WorstCaseSharpness(BaseMeasure):
 
 
 class Sharpness(_WorstCaseSharpness):
-    """Worst-case sharpness 1/α'² with an absolute box: the largest α' such that no perturbation
-    |u_i| ≤ α' found by gradient ascent lowers the training accuracy by more than 0.1.
+    """Worst-case sharpness 1/α'²: α' is the largest absolute box radius that keeps the accuracy drop ≤ 0.1.
 
     sharpness = 1/α'²,  α' = the largest α with  acc(w) − min_{|u_i| ≤ α ∀i} acc(w + u) ≤ 0.1,
 
@@ -252,18 +251,19 @@ class Sharpness(_WorstCaseSharpness):
     training accuracy, which is what is used here (as in the code released for the PGDL
     competition), so that a network that does not fit is measured from its own accuracy.
 
-    The maximum is approximated by projected sign-gradient ascent on the training cross-entropy
+    The minimum is approximated by projected sign-gradient ascent on the training cross-entropy
     (``ascent_steps`` = 5 steps of ``step_fraction``·α = 0.5·α per coordinate from a uniformly
     random start in the box; the worst accuracy over the iterates and ``restarts`` starts), and
     α' by bisection on log α in [``lower``, ``upper``] = [10⁻⁶, 10] (at most 12 steps) that stops
     at the first radius whose drop is within ``tolerance`` = 0.01 of the target. Accuracies and
     gradients are taken on a seeded random subset of ``max_examples`` = 256 training examples
-    (None: all of them); Jiang et al. use the full training set, 20 ascent steps and 15 random
-    starts, which costs about 30 times more here. Jiang et al.'s box is absolute (the magnitude-aware box is ``sharpness-mag``);
-    Keskar et al. 2017's ε-sharpness box ε(|w_i| + 1) is ``sharpness-mag`` with
-    ``epsilon = 1`` and ``epsilon_scales_with_alpha``. NaN for a diverged network. Details: α',
-    the drop found there, the training accuracy, the radii tried, and whether the search hit
-    the target within tolerance (0: it ran out of steps and α' is the bracket's lower end).
+    (None: all of them); the PGDL code uses the full training set, 20 ascent steps and 15
+    random starts, at about 300 times the cost. Jiang et al.'s box is absolute (the
+    magnitude-aware box is ``sharpness-mag``); Keskar et al. 2017's ε-sharpness box
+    ε(|w_i| + 1) is ``sharpness-mag`` with ``epsilon = 1`` and ``epsilon_scales_with_alpha``.
+    NaN for a diverged network. Details: α', the drop found there, the training accuracy, the
+    radii tried, and whether the search hit the target within tolerance (0: it ran out of steps
+    and α' is the lower end of the last bracket).
     """
 
     name: ClassVar[str] = "sharpness"
@@ -284,8 +284,7 @@ class MagnitudeSharpnessOptions(SharpnessOptions):
 
 
 class MagnitudeSharpness(_WorstCaseSharpness):
-    """Magnitude-aware worst-case sharpness 1/α'²: the box half-width of each parameter is
-    α'·|w_i| + ε.
+    """Magnitude-aware worst-case sharpness 1/α'²: the box half-width of each parameter is α'·|w_i| + ε.
 
     sharpness-mag = 1/α'²,  α' = the largest α with  acc(w) − min_{|u_i| ≤ α|w_i| + ε ∀i} acc(w + u) ≤ 0.1,
 
