@@ -105,6 +105,8 @@ from genbench.training import (
 GRIDS = ("default-mlp", "default", "cifar-mlp")
 CIFAR_DIM = 3072
 CIFAR_RUNS = 32
+#: set by --wide-first-layer: members that share a minibatch run their first layer as one product
+WIDE_FIRST_LAYER = False
 
 
 # --------------------------------------------------------------------------- grids
@@ -344,7 +346,7 @@ def fit_group(group: Group, device: torch.device, max_steps: int | None = None, 
     config = group.runs[0].train
     if max_steps is not None:
         config = config.model_copy(update={"max_steps": max_steps})
-    trainer = TimedEnsembleTrainer(config, device, group.vmappable)
+    trainer = TimedEnsembleTrainer(config, device, group.vmappable, wide_first_layer=WIDE_FIRST_LAYER)
     outcomes = trainer.fit(
         group.build,
         group.inputs,
@@ -653,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--order", choices=("genbench-first", "plain-first"), default="genbench-first")
     parser.add_argument("--workers", type=int, default=0, help="plain side: DataLoader num_workers (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument(
+        "--wide-first-layer", action="store_true", help="genbench side: one wide first-layer product per cohort"
+    )
     parser.add_argument("--no-warmup", action="store_true", help="skip the few untimed warm-up steps")
     parser.add_argument(
         "--tracemalloc", action="store_true", help="also report Python-level peaks (slows the DataLoader)"
@@ -674,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    global WIDE_FIRST_LAYER
+    WIDE_FIRST_LAYER = args.wide_first_layer
     device = pick_device(args.device)
     machine = machine_info(device)
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()), flush=True)

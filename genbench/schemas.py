@@ -91,7 +91,10 @@ class TrainConfig(BaseModel):
     (``"step"``) or never (``"constant"``). Training stops when a member reaches
     ``target_accuracy`` on its training set (``stop = "accuracy"``) or a mean
     training cross-entropy at most ``loss_threshold`` (``stop = "loss"``), or
-    when ``max_steps`` optimizer steps are spent.
+    when ``max_steps`` optimizer steps are spent. With ``early_stopping_patience``
+    a held-out ``validation_fraction`` of the training examples is never trained
+    on, and a member also stops after that many epochs without a better accuracy
+    on it ("early-stopped"), keeping its best epoch's weights.
     """
 
     model_config = JSON_CONFIG
@@ -116,6 +119,20 @@ class TrainConfig(BaseModel):
     )
     augment_padding: int = Field(
         4, ge=0, description="padding of the random crop, in pixels", exclude_if=lambda value: value == 4
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="stop a member after this many epochs without a better held-out accuracy, keeping the "
+        "weights of its best epoch (None: no early stopping)",
+        exclude_if=lambda value: value is None,
+    )
+    validation_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="with early stopping: the fraction of each member's training examples held out (never trained on)",
+        exclude_if=lambda value: value == 0.1,
     )
 
 
@@ -260,7 +277,7 @@ def format_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-RunStatus = Literal["converged", "budget", "diverged"]
+RunStatus = Literal["converged", "budget", "diverged", "early-stopped"]
 
 
 class RunResult(BaseModel):

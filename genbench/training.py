@@ -9,13 +9,23 @@ member leaves the ensemble at once, so its weights are frozen and it costs
 nothing more. The ensemble ends when every member has stopped or the step budget
 is spent.
 
+Members with the same seed and training subset form a cohort: they draw the same
+minibatches (one permutation per cohort and epoch). With shared inputs and
+``wide_first_layer=True``, a cohort's first layers run as one wide product
+(``genbench.wide_first_layer``) when the model allows it.
+
 Stopping is decided on the full training set, evaluated at the end of an epoch, but
 only once the member's running minibatch statistics over that epoch (computed on the
 forward passes training makes anyway, before each update) come close to the criterion
 (within ACCURACY_GATE of the target accuracy, or LOSS_GATE × the loss threshold):
-evaluating every member at every epoch would cost a third of the training compute. The loss curve holds the epoch-mean minibatch
-loss. SGD with momentum is applied to the stacked tensors exactly as
-``torch.optim.SGD`` applies it to one model (buf = μ·buf + g; w -= lr·buf).
+evaluating every member at every epoch would cost a third of the training compute.
+The loss curve holds the epoch-mean minibatch loss; a member whose epoch-mean loss is
+not finite stops there as "diverged" (checked once an epoch, so that training never
+waits for the device in between). With ``early_stopping_patience`` each member also
+scores a held-out part of its examples at every epoch end (``genbench.early_stopping``).
+SGD with momentum is applied to the stacked tensors exactly as ``torch.optim.SGD``
+applies it to one model (buf = μ·buf + g; w -= lr·buf), as fused ``torch._foreach_*``
+updates over all parameter tensors.
 """
 
 from __future__ import annotations
@@ -33,7 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from genbench.early_stopping import validation_split
 from genbench.schemas import TrainConfig
+from genbench.wide_first_layer import split_first_layer, wide_forward
 
 EVAL_CHUNK = 2048
 #: In loss mode, a member is checked on its full training set at the end of an epoch
@@ -42,7 +54,7 @@ LOSS_GATE = 2.0
 #: In accuracy mode, at a running minibatch accuracy of at least target − ACCURACY_GATE.
 ACCURACY_GATE = 0.02
 
-MemberStatus = Literal["converged", "budget", "diverged"]
+MemberStatus = Literal["converged", "budget", "diverged", "early-stopped"]
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -83,7 +95,8 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
 
 @dataclass
 class MemberOutcome:
-    """How one member of an ensemble ended."""
+    """How one member of an ensemble ended. ``validation_accuracy`` is the held-out
+    accuracy of the returned weights when early stopping is on (else None)."""
 
     index: int
     status: MemberStatus
@@ -96,24 +109,86 @@ class MemberOutcome:
     initial_state: dict[str, torch.Tensor]
     final_state: dict[str, torch.Tensor]
     wall_time: float
+    validation_accuracy: float | None = None
+
+
+@dataclass
+class _Cohort:
+    """Members with the same seed and training subset: they draw the same minibatches."""
+
+    row: int  # a member whose train_indices row is the cohort's
+    generator: torch.Generator
+    augment_generator: torch.Generator
+    order: torch.Tensor | None = None
 
 
 @dataclass
 class _Member:
     index: int
-    generator: torch.Generator
-    augment_generator: torch.Generator
+    cohort: int
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
-    order: torch.Tensor | None = None
+    best_accuracy: float = -math.inf  # held-out accuracy of the best epoch so far
+    best_epoch: int = 0
+    last_validation: float = math.nan
+
+
+class _Layout:
+    """Where the cohorts of the alive members lie in the stacked tensors (contiguous spans)."""
+
+    def __init__(self, members: list[_Member], cohorts: list[_Cohort], train_indices: torch.Tensor) -> None:
+        self.cohorts: list[int] = []
+        self.spans: list[tuple[int, int]] = []
+        for position, member in enumerate(members):
+            if self.cohorts and self.cohorts[-1] == member.cohort:
+                self.spans[-1] = (self.spans[-1][0], position + 1)
+            else:
+                self.cohorts.append(member.cohort)
+                self.spans.append((position, position + 1))
+        device = train_indices.device
+        self.member_cohort = torch.tensor(
+            [g for g, (start, end) in enumerate(self.spans) for _ in range(start, end)], device=device
+        )
+        self.rows = train_indices[torch.tensor([cohorts[c].row for c in self.cohorts], device=device)]
+
+
+def _cohorts(seeds: list[int], train_indices: torch.Tensor) -> tuple[list[_Cohort], list[int]]:
+    """The distinct (seed, training subset) pairs, and each member's cohort."""
+    keys: dict[tuple[int, bytes], int] = {}
+    cohorts: list[_Cohort] = []
+    member_cohort = []
+    rows = train_indices.cpu()
+    for i, seed in enumerate(seeds):
+        key = (int(seed), rows[i].numpy().tobytes())
+        if key not in keys:
+            keys[key] = len(cohorts)
+            cohorts.append(
+                _Cohort(
+                    i,
+                    torch.Generator().manual_seed(derive_seed(seed, "data-order")),
+                    torch.Generator().manual_seed(derive_seed(seed, "augmentation")),
+                )
+            )
+        member_cohort.append(keys[key])
+    return cohorts, member_cohort
 
 
 class EnsembleTrainer:
     """Trains M copies of one architecture at once. See the module docstring."""
 
-    def __init__(self, config: TrainConfig, device: torch.device | str = "cpu", vmappable: bool = True) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: torch.device | str = "cpu",
+        vmappable: bool = True,
+        wide_first_layer: bool = False,
+    ) -> None:
+        """``wide_first_layer``: run the first layer of members that share their minibatch
+        as one wide product (``genbench.wide_first_layer``). Off by default: on a 2-core
+        CPU it was no faster than the batched product (benchmarks/RESULTS.md)."""
         self.config = config
         self.device = torch.device(device)
         self.vmappable = vmappable
+        self.wide_first_layer = wide_first_layer
 
     def fit(
         self,
@@ -134,140 +209,7 @@ class EnsembleTrainer:
         members' seeds, so a run is reproducible; with dropout its masks depend on which
         members share the ensemble."""
         with self._model_randomness(seeds):
-            config, device = self.config, self.device
-            num_members = len(seeds)
-            if labels.shape[0] != num_members:
-                raise ValueError(f"labels has {labels.shape[0]} rows for {num_members} members")
-            started = time.perf_counter()
-            models = [build_initialized(build, seed) for seed in seeds]
-            initial_states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
-            base = copy.deepcopy(models[0]).to("meta")
-            params, buffers = stack_module_state([m.to(device) for m in models])
-            params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
-            momentum = {k: torch.zeros_like(v) for k, v in params.items()}
-
-            inputs = inputs.to(device)
-            labels = labels.to(device)
-            if train_indices is None:
-                train_indices = torch.arange(labels.shape[1]).expand(num_members, -1)
-            train_indices = train_indices.to(device)
-            subset_size = int(train_indices.shape[1])
-            steps_per_epoch = math.ceil(subset_size / config.batch_size)
-            members = [
-                _Member(
-                    i,
-                    torch.Generator().manual_seed(derive_seed(seed, "data-order")),
-                    torch.Generator().manual_seed(derive_seed(seed, "augmentation")),
-                )
-                for i, seed in enumerate(seeds)
-            ]
-            alive = torch.arange(num_members, device=device)
-            outcomes: list[MemberOutcome] = []
-            running = _zero_running(num_members, device)
-            step = 0
-
-            def finish(positions: list[int], status: list[MemberStatus], accuracy, loss) -> None:
-                nonlocal params, buffers, momentum, alive, members, running
-                for pos, member_status in zip(positions, status):
-                    member = members[pos]
-                    state = {k: v[pos].detach().to("cpu").clone() for k, v in params.items()}
-                    state.update({k: v[pos].detach().to("cpu").clone() for k, v in buffers.items()})
-                    fitted = member_status == "converged"
-                    outcome = MemberOutcome(
-                        index=member.index,
-                        status=member_status,
-                        steps=step,
-                        epochs=step / steps_per_epoch,
-                        steps_to_fit=step if fitted else None,
-                        train_accuracy=float(accuracy[pos]),
-                        train_loss=float(loss[pos]),
-                        loss_curve=member.loss_curve,
-                        initial_state=initial_states[member.index],
-                        final_state=_ordered_like(initial_states[member.index], state),
-                        wall_time=time.perf_counter() - started,
-                    )
-                    outcomes.append(outcome)
-                    if on_member_done is not None:
-                        on_member_done(outcome)
-                keep = [i for i in range(len(members)) if i not in set(positions)]
-                if not keep:
-                    members = []
-                    return
-                keep_index = torch.tensor(keep, device=device)
-                params = {k: v.detach()[keep_index].clone().requires_grad_(True) for k, v in params.items()}
-                buffers = {k: v[keep_index].clone() for k, v in buffers.items()}
-                momentum = {k: v[keep_index].clone() for k, v in momentum.items()}
-                running = {k: (v[keep_index] if k != "seen" else v) for k, v in running.items()}
-                alive = alive[keep_index]
-                members = [members[i] for i in keep]
-
-            while members and step < config.max_steps:
-                epoch = step // steps_per_epoch
-                offset = (step % steps_per_epoch) * config.batch_size
-                if offset == 0:
-                    for member in members:
-                        member.order = torch.randperm(subset_size, generator=member.generator).to(device)
-                order = torch.stack([m.order[offset : offset + config.batch_size] for m in members])
-                batch = torch.gather(train_indices[alive], 1, order)
-                x = inputs[alive[:, None], batch] if per_member_inputs else inputs[batch]
-                if config.augment:
-                    x = augment_batch(x, config.augment_padding, [m.augment_generator for m in members])
-                y = labels[alive[:, None], batch]
-                base.train()
-                logits = self._forward(base, params, buffers, x)
-                per_member = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(members), -1)
-                with torch.no_grad():
-                    running["correct"] += (logits.argmax(-1) == y).sum(dim=1)
-                    running["loss"] += per_member.sum(dim=1)
-                    running["seen"] += y.shape[1]
-                per_member = per_member.mean(dim=1)
-                grads = torch.autograd.grad(per_member.sum(), list(params.values()))
-                lr = learning_rate(config, epoch)
-                with torch.no_grad():
-                    for (name, weight), grad in zip(params.items(), grads):
-                        if config.weight_decay:
-                            grad = grad + config.weight_decay * weight
-                        buf = momentum[name]
-                        buf.mul_(config.momentum).add_(grad)
-                        weight.sub_(lr * buf)
-                step += 1
-                if on_step is not None:
-                    on_step(len(members))
-
-                diverged = [i for i, v in enumerate(per_member.detach().tolist()) if not math.isfinite(v)]
-                end_of_epoch = step % steps_per_epoch == 0
-                if diverged:
-                    nan = [math.nan] * len(members)
-                    finish(diverged, ["diverged"] * len(diverged), nan, nan)
-                if members and (end_of_epoch or step >= config.max_steps):
-                    running_accuracy = (running["correct"] / running["seen"]).cpu()
-                    running_loss = (running["loss"] / running["seen"]).cpu()
-                    for member, value in zip(members, running_loss.tolist()):
-                        member.loss_curve.append((step, value))
-                    if config.stop == "accuracy":
-                        candidates = running_accuracy >= config.target_accuracy - ACCURACY_GATE
-                    else:
-                        candidates = running_loss <= LOSS_GATE * config.loss_threshold
-                    running = _zero_running(len(members), device)
-                    final = step >= config.max_steps
-                    if final or bool(candidates.any()):
-                        checked = torch.ones_like(candidates) if final else candidates
-                        accuracy, loss = self._evaluate_some(
-                            checked, base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs
-                        )
-                        fitted = accuracy >= config.target_accuracy if config.stop == "accuracy" else loss <= config.loss_threshold
-                        done = fitted | (checked & ~torch.isfinite(loss))
-                        positions = [i for i, flag in enumerate(done.tolist()) if flag]
-                        statuses: list[MemberStatus] = [
-                            "converged" if math.isfinite(loss[i]) else "diverged" for i in positions
-                        ]
-                        if step >= config.max_steps:
-                            rest = [i for i in range(len(members)) if i not in positions]
-                            positions += rest
-                            statuses += ["budget"] * len(rest)
-                        if positions:
-                            finish(positions, statuses, accuracy.tolist(), loss.tolist())
-            return sorted(outcomes, key=lambda o: o.index)
+            return _Fit(self, build, inputs, labels, seeds, train_indices, per_member_inputs, on_member_done, on_step).run()
 
     @contextlib.contextmanager
     def _model_randomness(self, seeds: list[int]) -> Iterator[None]:
@@ -292,6 +234,10 @@ class EnsembleTrainer:
     def _evaluate_some(self, checked, base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs):
         """``evaluate`` for the members flagged in ``checked``; NaN for the others."""
         chosen = checked.nonzero().flatten()
+        all_accuracy = torch.full((len(checked),), math.nan)
+        all_loss = torch.full((len(checked),), math.nan)
+        if len(chosen) == 0:
+            return all_accuracy, all_loss
         index = chosen.to(self.device)
         accuracy, loss = self.evaluate(
             base,
@@ -303,8 +249,6 @@ class EnsembleTrainer:
             alive[index],
             per_member_inputs,
         )
-        all_accuracy = torch.full((len(checked),), math.nan)
-        all_loss = torch.full((len(checked),), math.nan)
         all_accuracy[chosen], all_loss[chosen] = accuracy, loss
         return all_accuracy, all_loss
 
@@ -328,6 +272,229 @@ class EnsembleTrainer:
         return (correct / size).cpu(), (total_loss / size).cpu()
 
 
+class _Fit:
+    """One call of ``EnsembleTrainer.fit``: the ensemble's state and its training loop."""
+
+    def __init__(self, trainer, build, inputs, labels, seeds, train_indices, per_member_inputs, on_member_done, on_step):
+        self.trainer, self.config, self.device = trainer, trainer.config, trainer.device
+        config, device = self.config, self.device
+        num_members = len(seeds)
+        if labels.shape[0] != num_members:
+            raise ValueError(f"labels has {labels.shape[0]} rows for {num_members} members")
+        self.started = time.perf_counter()
+        self.on_member_done, self.on_step = on_member_done, on_step
+        self.per_member_inputs = per_member_inputs
+        self.inputs, self.labels = inputs.to(device), labels.to(device)
+        if train_indices is None:
+            train_indices = torch.arange(labels.shape[1]).expand(num_members, -1)
+        self.held_out = None
+        if config.early_stopping_patience is not None:
+            train_indices, self.held_out = validation_split(train_indices, seeds, config.validation_fraction)
+            self.held_out = self.held_out.to(device)
+        self.train_indices = train_indices.to(device)
+        self.cohorts, cohort_of = _cohorts(seeds, self.train_indices)
+        # members of one cohort sit next to each other in the stacked tensors
+        ranked = sorted(range(num_members), key=lambda i: cohort_of[i])
+        models = {i: build_initialized(build, seeds[i]) for i in ranked}
+        self.initial_states = {i: {k: v.detach().clone() for k, v in m.state_dict().items()} for i, m in models.items()}
+        self.base = copy.deepcopy(models[ranked[0]]).to("meta")
+        wide = trainer.wide_first_layer and trainer.vmappable and not per_member_inputs
+        self.split = split_first_layer(self.base) if wide else None
+        params, self.buffers = stack_module_state([models[i].to(device) for i in ranked])
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.momentum = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        self.best = None
+        if self.held_out is not None:
+            self.best = {k: v.detach().clone() for k, v in [*self.params.items(), *self.buffers.items()]}
+        self.alive = torch.tensor(ranked, device=device)
+        self.members = [_Member(i, cohort_of[i]) for i in ranked]
+        self.layout = _Layout(self.members, self.cohorts, self.train_indices)
+        self.subset_size = int(self.train_indices.shape[1])
+        self.steps_per_epoch = math.ceil(self.subset_size / config.batch_size)
+        self.outcomes: list[MemberOutcome] = []
+        self.running = _zero_running(num_members, device)
+        self.step = 0
+
+    def run(self) -> list[MemberOutcome]:
+        config = self.config
+        while self.members and self.step < config.max_steps:
+            self.train_step()
+            if self.step % self.steps_per_epoch == 0 or self.step >= config.max_steps:
+                self.epoch_end()
+        return sorted(self.outcomes, key=lambda o: o.index)
+
+    def minibatch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs ([cohorts, B, ...] when shared, else [M, B, ...]) and labels [M, B] of this step."""
+        config, layout = self.config, self.layout
+        offset = (self.step % self.steps_per_epoch) * config.batch_size
+        if offset == 0:
+            for c in layout.cohorts:
+                cohort = self.cohorts[c]
+                cohort.order = torch.randperm(self.subset_size, generator=cohort.generator).to(self.device)
+        order = torch.stack([self.cohorts[c].order[offset : offset + config.batch_size] for c in layout.cohorts])
+        batch = torch.gather(layout.rows, 1, order)
+        member_batch = batch[layout.member_cohort]
+        y = self.labels[self.alive[:, None], member_batch]
+        x = self.inputs[self.alive[:, None], member_batch] if self.per_member_inputs else self.inputs[batch]
+        if config.augment:
+            generators = [self.cohorts[c].augment_generator for c in layout.cohorts]
+            offsets, flips = augment_draws(generators, batch.shape[1], config.augment_padding)
+            if self.per_member_inputs:
+                offsets, flips = offsets[layout.member_cohort.cpu()], flips[layout.member_cohort.cpu()]
+            x = augment_apply(x, config.augment_padding, offsets, flips)
+        return x, y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-mode logits [M, B, classes] of the alive members."""
+        self.base.train()
+        if self.split is not None and len(self.layout.spans) < len(self.members):
+            return wide_forward(self.split, self.params, self.buffers, x, self.layout.spans)
+        if not self.per_member_inputs:
+            x = x[self.layout.member_cohort]
+        return self.trainer._forward(self.base, self.params, self.buffers, x)
+
+    def train_step(self) -> None:
+        config = self.config
+        x, y = self.minibatch()
+        logits = self.forward(x)
+        per_member = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(self.members), -1)
+        with torch.no_grad():
+            self.running["correct"] += (logits.argmax(-1) == y).sum(dim=1)
+            self.running["loss"] += per_member.sum(dim=1)
+            self.running["seen"] += y.shape[1]
+        weights = list(self.params.values())
+        grads = torch.autograd.grad(per_member.mean(dim=1).sum(), weights)
+        lr = learning_rate(config, self.step // self.steps_per_epoch)
+        with torch.no_grad():
+            if config.weight_decay:
+                grads = torch._foreach_add(grads, weights, alpha=config.weight_decay)
+            buffers = list(self.momentum.values())
+            torch._foreach_mul_(buffers, config.momentum)
+            torch._foreach_add_(buffers, grads)
+            torch._foreach_add_(weights, buffers, alpha=-lr)
+        self.step += 1
+        if self.on_step is not None:
+            self.on_step(len(self.members))
+
+    def epoch_end(self) -> None:
+        """Loss curve, divergence, the held-out score, and the gated full-set stop check."""
+        config, trainer = self.config, self.trainer
+        running_accuracy = (self.running["correct"] / self.running["seen"]).cpu()
+        running_loss = (self.running["loss"] / self.running["seen"]).cpu()
+        self.running = _zero_running(len(self.members), self.device)
+        for member, value in zip(self.members, running_loss.tolist()):
+            member.loss_curve.append((self.step, value))
+        finite = torch.isfinite(running_loss)
+        if self.held_out is not None:
+            self.track_best()
+        if config.stop == "accuracy":
+            candidates = running_accuracy >= config.target_accuracy - ACCURACY_GATE
+        else:
+            candidates = running_loss <= LOSS_GATE * config.loss_threshold
+        final = self.step >= config.max_steps
+        checked = (torch.ones_like(candidates) if final else candidates) & finite
+        accuracy, loss = trainer._evaluate_some(
+            checked, self.base, self.params, self.buffers, self.inputs, self.labels,
+            self.train_indices, self.alive, self.per_member_inputs,
+        )
+        fitted = accuracy >= config.target_accuracy if config.stop == "accuracy" else loss <= config.loss_threshold
+        epochs = self.step // self.steps_per_epoch
+        patience = config.early_stopping_patience
+        positions, statuses = [], []
+        for i, member in enumerate(self.members):
+            status: MemberStatus | None = None
+            if not finite[i] or (checked[i] and not math.isfinite(loss[i])):
+                status = "diverged"
+            elif fitted[i]:
+                status = "converged"
+            elif patience is not None and epochs - member.best_epoch >= patience:
+                status = "early-stopped"
+            elif final:
+                status = "budget"
+            if status is not None:
+                positions.append(i)
+                statuses.append(status)
+        if positions:
+            self.finish(positions, statuses, accuracy.tolist(), loss.tolist())
+
+    @torch.no_grad()
+    def track_best(self) -> None:
+        """Held-out accuracy of every alive member; keep the weights of each one's best epoch."""
+        accuracy, _ = self.trainer.evaluate(
+            self.base, self.params, self.buffers, self.inputs, self.labels,
+            self.held_out, self.alive, self.per_member_inputs,
+        )
+        improved = []
+        for i, (member, value) in enumerate(zip(self.members, accuracy.tolist())):
+            member.last_validation = value
+            if value > member.best_accuracy:
+                member.best_accuracy, member.best_epoch = value, self.step // self.steps_per_epoch
+                improved.append(i)
+        if improved:
+            index = torch.tensor(improved, device=self.device)
+            for name, value in [*self.params.items(), *self.buffers.items()]:
+                self.best[name][index] = value.detach()[index]
+
+    def restore_best(self, positions: list[int], accuracy: list[float], loss: list[float]) -> dict[int, dict]:
+        """States of the best held-out epochs of ``positions``, with their training accuracy and loss."""
+        index = torch.tensor(positions, device=self.device)
+        params = {k: self.best[k][index] for k in self.params}
+        buffers = {k: self.best[k][index] for k in self.buffers}
+        best_accuracy, best_loss = self.trainer.evaluate(
+            self.base, params, buffers, self.inputs, self.labels, self.train_indices, self.alive[index],
+            self.per_member_inputs,
+        )
+        states = {}
+        for j, pos in enumerate(positions):
+            accuracy[pos], loss[pos] = float(best_accuracy[j]), float(best_loss[j])
+            states[pos] = {k: v[j].to("cpu").clone() for k, v in [*params.items(), *buffers.items()]}
+        return states
+
+    def finish(self, positions: list[int], statuses: list[MemberStatus], accuracy: list[float], loss: list[float]) -> None:
+        """Record the outcomes of the members at ``positions`` and drop them from the ensemble."""
+        restored = [p for p, s in zip(positions, statuses) if s in ("early-stopped", "budget")]
+        best_states = self.restore_best(restored, accuracy, loss) if self.best is not None and restored else {}
+        for pos, status in zip(positions, statuses):
+            member = self.members[pos]
+            if pos in best_states:
+                state, validation = best_states[pos], member.best_accuracy
+            else:
+                state = {k: v[pos].detach().to("cpu").clone() for k, v in [*self.params.items(), *self.buffers.items()]}
+                validation = member.last_validation
+            initial = self.initial_states[member.index]
+            outcome = MemberOutcome(
+                index=member.index,
+                status=status,
+                steps=self.step,
+                epochs=self.step / self.steps_per_epoch,
+                steps_to_fit=self.step if status == "converged" else None,
+                train_accuracy=float(accuracy[pos]),
+                train_loss=float(loss[pos]),
+                loss_curve=member.loss_curve,
+                initial_state=initial,
+                final_state={k: state[k] for k in initial},
+                wall_time=time.perf_counter() - self.started,
+                validation_accuracy=validation if self.held_out is not None else None,
+            )
+            self.outcomes.append(outcome)
+            if self.on_member_done is not None:
+                self.on_member_done(outcome)
+        gone = set(positions)
+        keep = [i for i in range(len(self.members)) if i not in gone]
+        self.members = [self.members[i] for i in keep]
+        if not keep:
+            return
+        index = torch.tensor(keep, device=self.device)
+        self.params = {k: v.detach()[index].clone().requires_grad_(True) for k, v in self.params.items()}
+        self.buffers = {k: v[index].clone() for k, v in self.buffers.items()}
+        self.momentum = {k: v[index].clone() for k, v in self.momentum.items()}
+        if self.best is not None:
+            self.best = {k: v[index].clone() for k, v in self.best.items()}
+        self.running = {k: (v[index] if k != "seen" else v) for k, v in self.running.items()}
+        self.alive = self.alive[index]
+        self.layout = _Layout(self.members, self.cohorts, self.train_indices)
+
+
 def augment_batch(x: torch.Tensor, padding: int, generators: list[torch.Generator]) -> torch.Tensor:
     """Random crop with zero padding and random horizontal flip, per example, for a
     batch of image minibatches ``x`` [M, B, C, H, W]; member m draws from generators[m].
@@ -337,15 +504,26 @@ def augment_batch(x: torch.Tensor, padding: int, generators: list[torch.Generato
     probability 1/2 — the augmentation of Zhang et al. 2017's "random crop" rows and of
     the usual CIFAR-10 recipes.
     """
-    if x.dim() != 5:
-        raise ValueError(f"augmentation needs image inputs (channels, height, width); got {tuple(x.shape[2:])}")
-    members, batch, channels, height, width = x.shape
+    offsets, flips = augment_draws(generators, x.shape[1], padding)
+    return augment_apply(x, padding, offsets, flips)
+
+
+def augment_draws(generators: list[torch.Generator], batch: int, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop offsets [M, batch, 2] and flip flags [M, batch], row m drawn from generators[m]."""
     offsets, flips = [], []
     for generator in generators:
         offsets.append(torch.randint(0, 2 * padding + 1, (batch, 2), generator=generator))
         flips.append(torch.rand(batch, generator=generator) < 0.5)
-    offset = torch.stack(offsets).to(x.device)
-    flip = torch.stack(flips).to(x.device)
+    return torch.stack(offsets), torch.stack(flips)
+
+
+def augment_apply(x: torch.Tensor, padding: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Crop and flip the images ``x`` [M, B, C, H, W] as ``augment_draws`` decided."""
+    if x.dim() != 5:
+        raise ValueError(f"augmentation needs image inputs (channels, height, width); got {tuple(x.shape[2:])}")
+    members, batch, channels, height, width = x.shape
+    offset = offsets.to(x.device)
+    flip = flips.to(x.device)
     padded = F.pad(x, (padding, padding, padding, padding))
     rows = offset[..., 0, None] + torch.arange(height, device=x.device)
     columns = torch.arange(width, device=x.device).expand(members, batch, width)
