@@ -2,8 +2,9 @@
 
 The per-measure hand computations live in the test_measures*.py files; this file checks
 what all measures share: metadata, options, registration, listing, and that each one gives
-a value (not an error) through the engine on a small trained grid of an MLP, a conv net, a
-conv net with batch norm and one with local response normalization.
+a value (not an error) through the engine on a small trained grid of an MLP and a conv net.
+Batch-norm and local-response-norm networks (Zhang et al.'s Inception and AlexNet) are covered
+measure by measure in the family test files, without training, to keep this file fast.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def test_list_measures_shows_options_and_sources():
 
 @pytest.fixture(scope="module")
 def small_grid(tmp_path_factory):
-    """Two corruption levels, four architectures, on 160 digits; every measure evaluated."""
+    """An MLP and a conv net on 160 digits with half the labels corrupted; every measure evaluated."""
     store = genbench.open_store(tmp_path_factory.mktemp("contract") / "store")
     spec = ExperimentSpec(
         name="contract",
@@ -66,12 +67,10 @@ def small_grid(tmp_path_factory):
         models=[
             ComponentRef(name="mlp", options={"hidden": [32]}),
             ComponentRef(name="cnn", options={"channels": [4, 8]}),
-            ComponentRef(name="small-inception"),
-            ComponentRef(name="small-alexnet"),
         ],
-        levels=[0.0, 1.0],
+        levels=[0.5],
         seeds=[0],
-        train=FAST_TRAIN.model_copy(update={"max_steps": 400}),
+        train=FAST_TRAIN.model_copy(update={"max_steps": 120}),
     )
     genbench.run(spec, store=store)
     return store
@@ -79,10 +78,7 @@ def small_grid(tmp_path_factory):
 
 def test_every_measure_evaluates_on_every_architecture(small_grid):
     values = small_grid.measure_values().merge(small_grid.runs()[["run_id", "model"]], on="run_id")
-    path_norm_refuses = values["measure"].isin(["path-norm", "path-norm-over-margin"]) & values["model"].str.startswith(
-        "small-alexnet"
-    )  # local response normalization cannot be folded into a layer
-    failed = values[values["error"].notna() & ~path_norm_refuses]
+    failed = values[values["error"].notna()]
     assert failed.empty, failed[["measure", "model", "error"]].to_string()
     evaluated = set(values["measure"])
     assert {m.name for m in MEASURES} <= evaluated

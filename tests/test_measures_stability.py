@@ -68,6 +68,12 @@ def same_weights(a, b) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def close_weights(a, b) -> bool:
+    return all(
+        torch.allclose(p, q, rtol=1e-4, atol=1e-5) for p, q in zip(a.state_dict().values(), b.state_dict().values())
+    )
+
+
 @pytest.fixture(scope="module")
 def recorded():
     x, y = toy_data()
@@ -87,7 +93,8 @@ def test_retraining_on_the_unmodified_set_reproduces_the_runs_model():
     rows[1, 4], rows[2, 9] = 11, 0
     in_ensemble = ctx.retrainer.fit(y.expand(3, -1), [SEED] * 3, train_indices=rows)[0]
     assert same_weights(alone, ctx.model)
-    assert same_weights(in_ensemble, ctx.model)
+    # an ensemble batches its members through vmap, a run alone does not: equal to rounding
+    assert close_weights(in_ensemble, ctx.model)
 
 
 def replaced_pairs(rows: torch.Tensor) -> list[tuple[int, int]]:
@@ -129,10 +136,11 @@ def test_value_recomputed_from_the_retrained_models(recorded):
     for r, maximum in enumerate(maxima):
         assert estimate.details[f"max_{r}"] == pytest.approx(maximum, rel=1e-5)
     assert estimate.value > 0  # replacing an example changed the trained network
-    # the run was trained alone by the same code: the retrained A(S) is the run's model
-    assert same_weights(call["models"][0], recorded["ctx"].model)
-    assert estimate.details["reference_drift"] == 0.0
-    assert estimate.details["max_vs_run"] == estimate.value
+    # the run was trained alone by the same code: the retrained A(S) is the run's model, up to
+    # the rounding that batching members through vmap brings
+    assert close_weights(call["models"][0], recorded["ctx"].model)
+    assert estimate.details["reference_drift"] < 1e-4
+    assert estimate.details["max_vs_run"] == pytest.approx(estimate.value, abs=1e-4)
 
 
 def test_reference_run_compares_with_the_runs_own_model():
@@ -163,7 +171,7 @@ def test_replacement_is_training_on_a_copy_of_another_example(recorded):
     x[i], y[i] = x[j], y[j]
     run = make_run([8], TRAIN, seed=SEED)
     copied = Retrainer(run, make_dataset(x, y, 3), CPU).fit(y[None], [SEED])[0]
-    assert same_weights(copied, call["models"][1])
+    assert close_weights(copied, call["models"][1])
 
 
 def test_zero_when_the_replacement_changes_nothing():

@@ -101,10 +101,9 @@ def retrained_history(ctx: MeasureContext, target: float, max_steps: int | None)
         if ctx.retrainer is None:
             raise MeasureError("this measure retrains the run, but no retrainer was provided")
         recipe = ctx.spec.train.model_copy(update={"stop": "loss", "loss_threshold": target, "max_steps": steps})
-        with on_cpu_one_thread(ctx):
-            [(_, outcome)] = ctx.retrainer.fit_with_outcomes(
-                labels=ctx.train_labels[None], seeds=[ctx.spec.seed], train=recipe
-            )
+        [(_, outcome)] = ctx.retrainer.fit_with_outcomes(
+            labels=ctx.train_labels[None], seeds=[ctx.spec.seed], train=recipe
+        )
         if outcome is None:
             raise MeasureError("a model fitted in closed form takes no optimizer steps")
         curve = tuple((int(s), float(v)) for s, v in outcome.loss_curve)
