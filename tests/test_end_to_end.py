@@ -20,6 +20,13 @@ def grid(tmp_path_factory):
         levels=LEVELS,
         seeds=[0, 1],
         train=FAST_TRAIN,
+        measures=[
+            ComponentRef(name=name)
+            for name in (
+                "params", "dist-from-init", "inverse-margin", "path-norm", "path-norm-over-margin",
+                "pacbayes-flatness", "rademacher", "cross-validation", "pacbayes-bound",
+            )
+        ],
     )
     board = genbench.run(spec, store=store)
     return store, board
@@ -49,7 +56,12 @@ def test_measures_show_the_phenomenon(grid):
     assert by.loc[0.0, "cross-validation"] > 0.8
     assert (values.loc[values["measure"] == "rademacher", "value"] > 0.95).all()  # the class memorizes
     assert by.loc[1.0, "dist-from-init"] > by.loc[0.0, "dist-from-init"]
+    assert by.loc[1.0, "path-norm-over-margin"] > by.loc[0.0, "path-norm-over-margin"]
+    assert by.loc[1.0, "pacbayes-flatness"] > by.loc[0.0, "pacbayes-flatness"]  # flatter minima on real labels
+    bound_at_noise = values.loc[(values["level"] == 1.0) & (values["measure"] == "pacbayes-bound"), "value"]
+    assert len(bound_at_noise) == 4 and (bound_at_noise == 0).all()  # a valid bound certifies nothing
     rows = board.set_index("measure")
+    assert rows.loc["pacbayes-bound", "axiom"] == "pass"
     assert rows.loc["cross-validation", "axiom"] == "pass"
     assert rows.loc["cross-validation", "tau_gap"] > 0.5
     oracle = rows.loc["oracle σ=0.02"]
