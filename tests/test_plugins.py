@@ -134,11 +134,11 @@ def test_example_param_norm_plugin_through_an_entry_point(monkeypatch):
     measures = plugins.registry("measures")
 
     assert record_of(plugins, "param-norm").status == "loaded"
-    assert record_of(plugins, "param-norm").registered == {"measures": ["param-norm"]}
-    assert measures.origin("param-norm").plugin == "param-norm"
-    measure = measures.get("param-norm")
+    assert record_of(plugins, "param-norm").registered == {"measures": ["frobenius-norm"]}
+    assert measures.origin("frobenius-norm").plugin == "param-norm"
+    measure = measures.get("frobenius-norm")
     assert measure.kind == "complexity" and measure.requires == frozenset()
-    assert measure.Options().squared is True
+    assert measure.Options().squared is False
 
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
     with torch.no_grad():
@@ -147,7 +147,7 @@ def test_example_param_norm_plugin_through_an_entry_point(monkeypatch):
         model[2].weight.copy_(torch.tensor([[0.5, -1.5]]))  # ‖W₂‖² = 0.25+2.25 = 2.5
         model[2].bias.fill_(-7.0)
     ctx = MeasureContext(
-        spec=None,  # type: ignore[arg-type]  # param-norm looks at the model only
+        spec=None,  # type: ignore[arg-type]  # frobenius-norm looks at the model only
         model=model.eval(),
         initial_model=model,
         train_inputs=torch.zeros(4, 2),
@@ -157,8 +157,8 @@ def test_example_param_norm_plugin_through_an_entry_point(monkeypatch):
         device=torch.device("cpu"),
         generator=torch.Generator().manual_seed(0),
     )
-    assert measure.compute(ctx, measure.Options()) == pytest.approx(32.5)
-    assert measure.compute(ctx, measure.Options(squared=False)) == pytest.approx(math.sqrt(32.5))
+    assert measure.compute(ctx, measure.Options(squared=True)) == pytest.approx(32.5)
+    assert measure.compute(ctx, measure.Options()) == pytest.approx(math.sqrt(32.5))
     with pytest.raises(ValueError):  # pydantic: options are extra="forbid"
         measure.Options(sqaured=False)
 

@@ -1,4 +1,4 @@
-"""genbench-param-norm: an example genbench plugin contributing the measure ``param-norm``.
+"""genbench-param-norm: an example genbench plugin contributing the measure ``frobenius-norm``.
 
 genbench finds this module through the entry point declared in ``pyproject.toml``::
 
@@ -37,28 +37,29 @@ def param_norm(model: nn.Module, squared: bool = True) -> float:
 
 
 class ParamNormOptions(genbench.Options):
-    """Options of ``param-norm``."""
+    """Options of ``frobenius-norm``."""
 
     squared: bool = Field(
-        True,
-        description="return the sum of squared Frobenius norms (Jiang et al.); False returns its square root",
+        False,
+        description="False: the Frobenius norm of all weights; True: its square, Σ_i ‖W_i‖_F² (Jiang et al.'s "
+        "param-norm, built into genbench)",
     )
 
 
 class ParamNorm:
-    """Parameter Frobenius norm: the sum of the squared Frobenius norms of the weights.
+    """Frobenius norm of all weights taken together.
 
-    param-norm = Σ_i ‖W_i‖_F²  over the weight tensors W_i of the linear and
+    frobenius-norm = √(Σ_i ‖W_i‖_F²)  over the weight tensors W_i of the linear and
     convolutional layers (biases and batch-norm parameters excluded); with
-    ``squared=False`` the value is √(Σ_i ‖W_i‖_F²), the Frobenius norm of all
-    weights taken together.
+    ``squared=True`` the value is Σ_i ‖W_i‖_F², genbench's built-in ``param-norm``
+    (without its batch-norm folding).
 
     Source: Y. Jiang, B. Neyshabur, H. Mobahi, D. Krishnan and S. Bengio, "Fantastic
     Generalization Measures and Where to Find Them", ICLR 2020 — measure
     "param.norm" (parameter Frobenius norm).
     """
 
-    name: ClassVar[str] = "param-norm"
+    name: ClassVar[str] = "frobenius-norm"
     kind: ClassVar[Literal["complexity", "capability"]] = "complexity"
     version: ClassVar[str] = "1"
     requires: ClassVar[frozenset[str]] = frozenset()
@@ -66,7 +67,7 @@ class ParamNorm:
 
     @property
     def description(self) -> str:
-        return "Parameter Frobenius norm: Σ_i ‖W_i‖_F² over linear and convolutional weights."
+        return "Frobenius norm of all weights: √(Σ_i ‖W_i‖_F²) over linear and convolutional weights."
 
     def compute(self, ctx, options: ParamNormOptions) -> float:
         return param_norm(ctx.model, squared=options.squared)
