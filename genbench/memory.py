@@ -19,8 +19,10 @@ BYTES_PER_FLOAT = 4
 
 
 def activation_floats(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> int:
-    """Floats produced by every leaf module in one forward pass of ``batch_size`` examples."""
+    """Floats produced by every leaf module in one forward pass of ``batch_size`` examples
+    (the model in eval mode, on the device of its parameters)."""
     total = 0
+    device = next(model.parameters(), torch.zeros(0)).device
 
     def count(_module: nn.Module, _inputs: object, output: object) -> None:
         nonlocal total
@@ -31,7 +33,7 @@ def activation_floats(model: nn.Module, input_shape: tuple[int, ...], batch_size
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros((batch_size, *input_shape)))
+            model.eval()(torch.zeros((batch_size, *input_shape), device=device))
     finally:
         for handle in handles:
             handle.remove()

@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from genbench.measures.weights import weight_layers
+from genbench.memory import activation_floats
 
 #: Default bytes the activations and stacked parameters of one chunk may take.
 DEFAULT_MEMORY_BYTES = 1 << 28
@@ -87,26 +88,6 @@ def standard_normal_like(
         name: torch.randn((draws, *p.shape), generator=generator, dtype=torch.float32).to(p.device)
         for name, p in parameters.items()
     }
-
-
-def activation_floats_per_example(model: nn.Module, example: torch.Tensor) -> int:
-    """Floats produced by the leaf modules of ``model`` in a forward pass of one example."""
-    total = 0
-
-    def count(_module: nn.Module, _inputs: object, output: object) -> None:
-        nonlocal total
-        if isinstance(output, torch.Tensor):
-            total += output.numel()
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(count) for m in leaves]
-    try:
-        with torch.no_grad():
-            model(example[None])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return max(total, 1)
 
 
 def chunk_sizes(
@@ -199,7 +180,7 @@ def perturbed_metrics(
         empty = torch.zeros(draws, dtype=torch.int64)
         return PerturbedMetrics(empty, empty.double(), empty + (1 if paired else n), vmapped)
     parameter_floats = sum(p.numel() for p in model.parameters())  # an upper bound on those perturbed
-    activation = activation_floats_per_example(model, inputs[0])
+    activation = max(activation_floats(model, tuple(inputs.shape[1:]), 1), 1)
     step_draws, step_examples = chunk_sizes(activation, parameter_floats, draws, n, paired, memory_bytes)
     if examples_per_chunk is not None:
         step_examples = max(1, min(step_examples, examples_per_chunk))
