@@ -21,7 +21,7 @@ from torch import nn
 from genbench.errors import MeasureError
 from genbench.measures import margins as margins_module
 from genbench.measures import norms
-from genbench.measures.base import BaseMeasure, SizeNormalizedOptions
+from genbench.measures.base import BaseMeasure, SizeNormalizedOptions, one_intra_op_thread
 from genbench.models.cnn import CNNOptions, SmallConvNet
 from genbench.plugins import load_plugins
 from measure_helpers import make_ctx, seeded_mlp
@@ -651,7 +651,7 @@ def test_thread_count_restored():
         for name in sorted(BY_NAME):
             value(name, ctx)
             assert torch.get_num_threads() == 2, name
-        with pytest.raises(ZeroDivisionError), norms.one_intra_op_thread():
+        with pytest.raises(ZeroDivisionError), one_intra_op_thread():
             assert torch.get_num_threads() == 1
             1 / 0
         assert torch.get_num_threads() == 2

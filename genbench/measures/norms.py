@@ -19,15 +19,13 @@ margin-normalized measure when γ ≤ 0 (the model does not fit that percentile)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
 from pydantic import Field
 
 from genbench.errors import MeasureError
-from genbench.measures.base import BaseMeasure, MeasureContext, SizeNormalizedOptions
+from genbench.measures.base import BaseMeasure, MeasureContext, SizeNormalizedOptions, one_intra_op_thread
 from genbench.measures.margins import training_margin
 from genbench.measures.weights import NORMALIZATION_LAYERS, as_matrix, fold_batch_norm, layer_weights
 
@@ -37,20 +35,6 @@ JIANG = "Jiang et al. 2020, 'Fantastic generalization measures and where to find
 # ---------------------------------------------------------------------------
 # Per-run quantities, shared between the measures of one context through ctx.cache
 # ---------------------------------------------------------------------------
-
-
-@contextmanager
-def one_intra_op_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block. The weight computations here are
-    small (matrices of at most a few thousand columns), gain nothing from a second thread,
-    and under a shared, busy CPU two OpenMP threads waiting on each other made them 10–25×
-    slower (a 512×64 Gram matrix: 2 ms on one thread, 55 ms on two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _cached(ctx: MeasureContext, key: str, compute, single_thread: bool = True):

@@ -17,7 +17,7 @@ from torch.func import functional_call, grad, vmap
 
 from genbench.errors import MeasureError
 from genbench.measures.base import BaseMeasure, Estimate, MeasureContext
-from genbench.measures.norms import one_intra_op_thread
+from genbench.measures.base import one_intra_op_thread
 from genbench.schemas import Options, content_hash
 
 #: The cross-entropy a retraining continues to when the recorded curve stops short of a threshold

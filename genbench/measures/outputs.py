@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from genbench.measures.base import BaseMeasure, Estimate, MeasureContext
-from genbench.measures.norms import one_intra_op_thread
+from genbench.measures.base import one_intra_op_thread
 from genbench.training import predict
 
 
