@@ -107,6 +107,8 @@ CIFAR_DIM = 3072
 CIFAR_RUNS = 32
 #: set by --wide-first-layer: members that share a minibatch run their first layer as one product
 WIDE_FIRST_LAYER = False
+#: cleared by --no-stacked: conv nets run under vmap instead of genbench.stacked_forward
+STACKED = True
 
 
 # --------------------------------------------------------------------------- grids
@@ -346,7 +348,9 @@ def fit_group(group: Group, device: torch.device, max_steps: int | None = None, 
     config = group.runs[0].train
     if max_steps is not None:
         config = config.model_copy(update={"max_steps": max_steps})
-    trainer = TimedEnsembleTrainer(config, device, group.vmappable, wide_first_layer=WIDE_FIRST_LAYER)
+    trainer = TimedEnsembleTrainer(
+        config, device, group.vmappable, wide_first_layer=WIDE_FIRST_LAYER, stacked=STACKED
+    )
     outcomes = trainer.fit(
         group.build,
         group.inputs,
@@ -658,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wide-first-layer", action="store_true", help="genbench side: one wide first-layer product per cohort"
     )
+    parser.add_argument(
+        "--no-stacked", action="store_true", help="genbench side: conv nets under vmap, not genbench.stacked_forward"
+    )
     parser.add_argument("--no-warmup", action="store_true", help="skip the few untimed warm-up steps")
     parser.add_argument(
         "--tracemalloc", action="store_true", help="also report Python-level peaks (slows the DataLoader)"
@@ -679,8 +686,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    global WIDE_FIRST_LAYER
+    global WIDE_FIRST_LAYER, STACKED
     WIDE_FIRST_LAYER = args.wide_first_layer
+    STACKED = not args.no_stacked
     device = pick_device(args.device)
     machine = machine_info(device)
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()), flush=True)

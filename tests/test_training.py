@@ -176,7 +176,7 @@ def test_the_wide_first_layer_equals_the_vmapped_forward():
         assert split is not None
         x = DIGITS.x_train[:96].view(2, 48, *DIGITS.input_shape)  # two cohorts: members 0-2 and 3-4
         wide = wide_forward(split, params, buffers, x, [(0, 3), (3, 5)])
-        vmapped = Trainer(CONFIG)._forward(models[0], params, buffers, x[[0, 0, 0, 1, 1]])
+        vmapped = Trainer(CONFIG, stacked=False)._forward(models[0], params, buffers, x[[0, 0, 0, 1, 1]])
         torch.testing.assert_close(wide, vmapped, rtol=1e-5, atol=1e-5)
 
 
