@@ -675,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-only", action="store_true", help="only the profile, no timing")
     parser.add_argument("--profile-steps", type=int, default=20)
     parser.add_argument("--profile-rows", type=int, default=15)
+    parser.add_argument(
+        "--profile-group", type=int, default=0, help="which ensemble of the grid to profile (default: the first)"
+    )
     parser.add_argument("--json", metavar="OUT", default=None, help="write everything measured to OUT as JSON")
     args = parser.parse_args(argv)
     if args.runs is not None and args.runs < 1:
@@ -744,7 +747,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average before {machine['load_average']}, after {machine_after}")
     if args.profile or args.profile_only:
         print(flush=True)
-        report["profile"] = profile_sides(groups[0], device, args.profile_steps, args.profile_rows, args.workers)
+        if not 0 <= args.profile_group < len(groups):
+            parser.error(f"--profile-group must be below the number of ensembles, {len(groups)}")
+        report["profile"] = profile_sides(
+            groups[args.profile_group], device, args.profile_steps, args.profile_rows, args.workers
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2, default=str)
