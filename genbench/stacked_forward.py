@@ -9,17 +9,18 @@ arithmetic directly, in a layout chosen for it:
 - **First convolution, patch product.** The input needs no gradient, so the first
   convolution is ``unfold`` (the k×k patches of each minibatch, [B·L, C·k²]) times
   the members' stacked filters ([C·k², k·O]): one matrix product whose N dimension
-  holds every member's channels, instead of a grouped convolution with one input
-  channel per group. Members that draw the same minibatch (one *span*: the same seed
+  holds every member's channels, instead of a grouped convolution with C input
+  channels per group (one, for digits, which oneDNN runs slowly). This applies to a
+  first convolution with one group and numeric padding; others run grouped. Members that draw the same minibatch (one *span*: the same seed
   and training subset) share the patches: the product for a span is
   ``patches · [W_1 … W_k]ᵀ``, which already is the ``channels_last`` layout of
   [B, k·O, H, W]. The spans' blocks are joined along the channels only at the next
   convolution (after the pooling that shrinks them).
 - **Later convolutions** run grouped (``groups = M``) on [B, M·C, H, W] in
   ``channels_last`` memory format, the members staying inside the channel axis.
-- **ReLU after max-pool.** ``maxpool(relu(h)) = relu(maxpool(h))`` (ReLU is
-  nondecreasing and piecewise linear), with the same gradient; the ReLU then runs on
-  a quarter of the values.
+- **ReLU after max-pool.** ``maxpool(relu(h)) = relu(maxpool(h))`` (ReLU, and
+  LeakyReLU with a slope ≥ 0, are nondecreasing and piecewise linear), with the same
+  gradient; the ReLU then runs on a quarter of the values.
 - **Dense part.** At ``Flatten`` the activations move once to [M, B, C·H·W] (each
   member's own C, H, W order; a network that starts with ``Flatten`` starts here);
   every ``Linear`` is one ``baddbmm``.
@@ -29,11 +30,19 @@ against ≈ 95 ms under ``vmap``, and of the 12-member default MLP ≈ 9 ms agai
 ≈ 10 ms (the gap grows as members leave: 1.7 against 2.8 ms with two members);
 ``benchmarks/RESULTS.md`` has the measurements.
 
-``stacked_plan`` accepts an ``nn.Sequential`` (nested Sequentials are flattened) of
-the ``SUPPORTED`` modules that reaches a ``Flatten`` before any ``Linear``; it returns
-``None`` for anything else and the trainer then uses ``vmap``. Layers that mix
-channels (``LocalResponseNorm``, batch norm) are not supported: in this layout
-neighbouring channels can belong to different members.
+``stacked_plan`` accepts a plain ``nn.Sequential`` (nested plain Sequentials are
+opened) whose modules are all of exactly the ``SUPPORTED`` types — a subclass may have
+its own ``forward`` and is not trusted — with a ``Flatten`` (start_dim 1) before the
+first ``Linear``, at least one ``Linear``, convolutions of one dimension, and pools only
+on the maps of a convolution of their own dimension. It returns ``None`` for anything
+else and the trainer then uses ``vmap``. Layers that mix channels (``LocalResponseNorm``,
+batch norm) are not supported: in this layout neighbouring channels can belong to
+different members.
+
+Dropout draws its masks from the global generator for the whole stacked tensor, so in
+training mode they differ from the masks ``vmap(randomness="different")`` draws (same
+distribution, another stream); everything else is the same arithmetic as ``vmap``, up
+to floating-point summation order.
 """
 
 from __future__ import annotations
@@ -59,9 +68,9 @@ CHANNELWISE = (
     nn.Identity,
     *POOLS,
 )
-#: Piecewise-linear nondecreasing activations: they commute with a max-pool exactly.
-COMMUTE_WITH_MAX = (nn.ReLU, nn.LeakyReLU)
 SUPPORTED = (*CONVOLUTIONS, *CHANNELWISE, nn.Linear, nn.Flatten, nn.Dropout)
+#: Spatial dimensions of each convolution and pooling type.
+SPATIAL_DIMS = {nn.Conv1d: 1, nn.MaxPool1d: 1, nn.AvgPool1d: 1, nn.Conv2d: 2, nn.MaxPool2d: 2, nn.AvgPool2d: 2}
 
 
 @dataclass(frozen=True)
@@ -75,43 +84,60 @@ class _Step:
 
 
 def _leaves(model: nn.Sequential, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The leaf modules in running order; only plain ``nn.Sequential`` containers are opened
+    (a subclass may have its own ``forward``)."""
     items: list[tuple[str, nn.Module]] = []
     for name, child in model.named_children():
-        if isinstance(child, nn.Sequential):
+        if type(child) is nn.Sequential:
             items += _leaves(child, f"{prefix}{name}.")
         else:
             items.append((f"{prefix}{name}", child))
     return items
 
 
-def _step(name: str, module: nn.Module, first: bool, flat: bool) -> _Step | None:
-    if not isinstance(module, SUPPORTED) or list(module.buffers()):
+def _step(name: str, module: nn.Module, first: bool, flat: bool, spatial: int | None) -> _Step | None:
+    """The plan step for ``module``, or None where the layout cannot run it exactly.
+
+    Exact types only: a subclass may have its own ``forward``. ``spatial`` is the number
+    of spatial dimensions of the activations (None before the first convolution)."""
+    kind = type(module)
+    if kind not in SUPPORTED or list(module.buffers()):
         return None
-    if isinstance(module, CONVOLUTIONS):
-        if flat or module.padding_mode != "zeros":
+    if kind in CONVOLUTIONS:
+        if flat or module.padding_mode != "zeros" or spatial not in (None, SPATIAL_DIMS[kind]):
             return None
         patch = first and module.groups == 1 and not isinstance(module.padding, str)
         return _Step("patch-conv" if patch else "conv", module, name)
-    if isinstance(module, nn.Flatten):
+    if kind is nn.Flatten:
         return _Step("flatten", module, name) if (module.start_dim, module.end_dim) == (1, -1) else None
-    if isinstance(module, nn.Linear):
+    if kind is nn.Linear:
         return _Step("linear", module, name) if flat else None
-    if isinstance(module, nn.Dropout):
+    if kind is nn.Dropout:
         return _Step("dropout", module, name)
-    return None if flat and isinstance(module, POOLS) else _Step("channelwise", module, name)
+    if kind in POOLS and (flat or spatial != SPATIAL_DIMS[kind]):
+        return None  # a pool acts on the maps of a convolution of its own dimension
+    return _Step("channelwise", module, name)
+
+
+def _commutes_with_max(module: nn.Module) -> bool:
+    """Nondecreasing and piecewise linear: f(max(a, b)) = max(f(a), f(b)), with the same gradient."""
+    return type(module) is nn.ReLU or (type(module) is nn.LeakyReLU and module.negative_slope >= 0)
 
 
 def stacked_plan(model: nn.Module) -> list[_Step] | None:
     """The plan for ``model``, or ``None`` when this module does not apply (the caller
     then uses ``vmap``)."""
-    if not isinstance(model, nn.Sequential):
+    if type(model) is not nn.Sequential:
         return None
     steps: list[_Step] = []
     flat = False  # True once activations are [M, B, F]
+    spatial: int | None = None
     for name, module in _leaves(model):
-        step = _step(name, module, first=not steps, flat=flat)
+        step = _step(name, module, first=not steps, flat=flat, spatial=spatial)
         if step is None:
             return None
+        if step.kind in ("conv", "patch-conv"):
+            spatial = SPATIAL_DIMS[type(module)]
         if step.kind == "flatten":
             if flat:
                 continue
@@ -119,17 +145,19 @@ def stacked_plan(model: nn.Module) -> list[_Step] | None:
             if not steps:  # a dense network: [M, B, …] → [M, B, F] directly
                 step = _Step("flatten-input", module, name)
         steps.append(step)
-    if not flat:
+    if not flat or not any(step.kind == "linear" for step in steps):
         return None
     # a max-pool right after a ReLU runs first: fewer values pass through the ReLU
     for i in range(len(steps) - 1):
-        if isinstance(steps[i].module, COMMUTE_WITH_MAX) and isinstance(steps[i + 1].module, (nn.MaxPool1d, nn.MaxPool2d)):
+        if _commutes_with_max(steps[i].module) and type(steps[i + 1].module) in (nn.MaxPool1d, nn.MaxPool2d):
             steps[i], steps[i + 1] = steps[i + 1], steps[i]
     return steps
 
 
 def _patches(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     """The convolution's input patches [B·L, C·k…] of ``x`` [B, C, …] and the output's spatial shape."""
+    if x.dim() != 2 + SPATIAL_DIMS[type(module)]:
+        raise ValueError(f"{type(module).__name__} needs inputs [B, C, …] of {2 + SPATIAL_DIMS[type(module)]} dimensions, got {tuple(x.shape)}")
     if isinstance(module, nn.Conv1d):
         patches = F.unfold(
             x.unsqueeze(2),
@@ -167,6 +195,8 @@ def _patch_conv(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | No
 
 def _conv(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None, h: torch.Tensor, members: int) -> torch.Tensor:
     """Grouped convolution of [B, M·C, …] with stacked filters [M, O, C/g, …]."""
+    if h.dim() != 2 + SPATIAL_DIMS[type(module)]:
+        raise ValueError(f"{type(module).__name__} needs inputs [B, C, …] of {2 + SPATIAL_DIMS[type(module)]} dimensions")
     weight = weight.flatten(0, 1)
     function = F.conv1d
     if isinstance(module, nn.Conv2d):
@@ -193,6 +223,13 @@ def _members_in_channels(x: torch.Tensor) -> torch.Tensor:
     return h.contiguous(memory_format=torch.channels_last) if h.dim() == 4 else h
 
 
+def _check_spans(spans: list[tuple[int, int]], rows: int, members: int) -> None:
+    """Spans must be non-empty, contiguous, in order, one per input row, covering every member."""
+    ends = [0] + [end for _, end in spans]
+    if len(spans) != rows or any(start != ends[g] or end <= start for g, (start, end) in enumerate(spans)) or ends[-1] != members:
+        raise ValueError(f"spans {spans} are not {rows} contiguous non-empty ranges covering {members} members")
+
+
 def stacked_forward(
     plan: list[_Step],
     params: dict[str, torch.Tensor],
@@ -200,15 +237,14 @@ def stacked_forward(
     spans: list[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """Logits [M, B, classes] of the M members whose stacked parameters are ``params``
-    (the names of ``model.state_dict()``, each [M, …]).
+    (named as in ``model.named_parameters()``, each [M, …]).
 
     ``x`` is [M, B, C, …], one minibatch per member; or, with ``spans``, [G, B, C, …]:
     row g is the minibatch shared by members ``spans[g][0]:spans[g][1]``."""
     members = next(iter(params.values())).shape[0]
     if spans is None:
         spans = [(i, i + 1) for i in range(members)]
-    if len(spans) != x.shape[0] or spans[-1][1] != members:
-        raise ValueError(f"{x.shape[0]} input rows and spans {spans} do not cover {members} members")
+    _check_spans(spans, x.shape[0], members)
     batch = x.shape[1]
     h = None
     blocks: list[torch.Tensor] | None = None  # per-span blocks after a patch convolution

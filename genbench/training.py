@@ -13,9 +13,9 @@ Members with the same seed and training subset form a cohort: they draw the same
 minibatches (one permutation per cohort and epoch). Networks built as an
 ``nn.Sequential`` of plain layers (the MLPs, the conv net) run without ``vmap``, as
 patch products, grouped convolutions with the members inside the channel axis and
-batched products (``genbench.stacked_forward``): the same arithmetic, ≈ 1.4× faster per
-step for the conv net on a CPU; a cohort then shares the patches of its minibatch in
-the first convolution. With shared inputs and
+batched products (``genbench.stacked_forward``): the same arithmetic (dropout masks
+come from another random stream), ≈ 1.4× faster per step for the conv net on a CPU; a
+cohort then shares the patches of its minibatch in the first convolution. With shared inputs and
 ``wide_first_layer=True``, a cohort's first layers run as one wide product
 (``genbench.wide_first_layer``) when the model allows it.
 
@@ -193,8 +193,9 @@ class EnsembleTrainer:
         """``wide_first_layer``: run the first layer of members that share their minibatch
         as one wide product (``genbench.wide_first_layer``). Off by default: on a 2-core
         CPU it was no faster than the batched product (benchmarks/RESULTS.md).
-        ``stacked``: run conv nets that ``genbench.stacked_forward`` accepts without
-        ``vmap`` (``False`` forces ``vmap``, for comparison)."""
+        ``stacked``: run the models that ``genbench.stacked_forward`` accepts (plain
+        Sequential MLPs and conv nets) without ``vmap`` (``False`` forces ``vmap``, for
+        comparison). ``wide_first_layer`` takes precedence where it applies."""
         self.config = config
         self.device = torch.device(device)
         self.vmappable = vmappable

@@ -125,6 +125,59 @@ def test_plans_for_the_models_it_applies_to_and_none_for_the_others():
     assert stacked_plan(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 2))) is None
     assert stacked_plan(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.MaxPool1d(2))) is None
     assert stacked_plan(nn.Conv2d(1, 2, 3)) is None
+    assert stacked_plan(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())) is None  # no Linear
+
+
+class Residual(nn.Sequential):
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+class ScaledLinear(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class ChannelSoftmax(nn.Identity):
+    def forward(self, x):
+        return x.softmax(1)
+
+
+def test_modules_it_cannot_run_exactly_are_left_to_vmap():
+    conv = [nn.Conv2d(1, 3, 3), nn.ReLU()]
+    head = [nn.Flatten(), nn.Linear(3 * 6 * 6, 2)]
+    # subclasses may have their own forward
+    assert stacked_plan(nn.Sequential(*conv, Residual(nn.ReLU()), *head)) is None
+    assert stacked_plan(nn.Sequential(*conv, nn.Flatten(), ScaledLinear(108, 2))) is None
+    assert stacked_plan(nn.Sequential(*conv, ChannelSoftmax(), *head)) is None
+    assert stacked_plan(Residual(*conv, *head)) is None
+    # pools act on the maps of a convolution of their own dimension
+    assert stacked_plan(nn.Sequential(nn.AvgPool1d(2), nn.Flatten(), nn.Linear(2, 2))) is None
+    assert stacked_plan(nn.Sequential(nn.Conv1d(1, 3, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3, 2))) is None
+    assert stacked_plan(nn.Sequential(nn.Conv1d(1, 3, 3), nn.Conv2d(3, 3, 1), nn.Flatten(), nn.Linear(3, 2))) is None
+
+
+def test_only_nondecreasing_activations_move_past_a_max_pool():
+    for slope, moved in [(0.2, True), (0.0, True), (-0.5, False)]:
+        def make(slope=slope):
+            return nn.Sequential(nn.Conv2d(1, 3, 3), nn.LeakyReLU(slope), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 3))
+
+        base, params, buffers = stacked_models(make, 2)
+        assert (type(stacked_plan(base)[1].module) is nn.MaxPool2d) == moved
+        assert_same_logits_and_gradients(base, params, buffers, torch.randn(2, 4, 1, 8, 8), [(0, 1), (1, 2)])
+
+
+def test_inputs_and_spans_that_do_not_fit_are_refused():
+    import pytest
+
+    base, params, _ = stacked_models(lambda: SmallConvNet().build((1, 8, 8), 10, CNNOptions(channels=[2])), 3)
+    plan = stacked_plan(base)
+    x = torch.randn(3, 4, 1, 8, 8)
+    for spans in ([(0, 0), (0, 2), (2, 3)], [(0, 1), (2, 3), (1, 2)], [(0, 1), (1, 2), (2, 2)]):
+        with pytest.raises(ValueError, match="contiguous non-empty"):
+            stacked_forward(plan, params, x, spans)
+    with pytest.raises(ValueError, match="needs inputs"):
+        stacked_forward(plan, params, torch.randn(3, 4, 8, 8))  # no channel axis
 
 
 DIGITS = Digits().load(DigitsOptions())
