@@ -154,26 +154,26 @@ def stacked_plan(model: nn.Module) -> list[_Step] | None:
     return steps
 
 
+def _check_rank(module: nn.Module, x: torch.Tensor) -> None:
+    expected = 2 + SPATIAL_DIMS[type(module)]
+    if x.dim() != expected:
+        raise ValueError(f"{type(module).__name__} needs inputs [B, C, …] of {expected} dimensions, got {tuple(x.shape)}")
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def _patches(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     """The convolution's input patches [B·L, C·k…] of ``x`` [B, C, …] and the output's spatial shape."""
-    if x.dim() != 2 + SPATIAL_DIMS[type(module)]:
-        raise ValueError(f"{type(module).__name__} needs inputs [B, C, …] of {2 + SPATIAL_DIMS[type(module)]} dimensions, got {tuple(x.shape)}")
-    if isinstance(module, nn.Conv1d):
-        patches = F.unfold(
-            x.unsqueeze(2),
-            (1, module.kernel_size[0]),
-            dilation=(1, module.dilation[0]),
-            padding=(0, module.padding[0]),
-            stride=(1, module.stride[0]),
-        )
-        length = (x.shape[-1] + 2 * module.padding[0] - module.dilation[0] * (module.kernel_size[0] - 1) - 1) // module.stride[0] + 1
-        spatial: tuple[int, ...] = (length,)
-    else:
-        patches = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
-        spatial = tuple(
-            (x.shape[2 + d] + 2 * module.padding[d] - module.dilation[d] * (module.kernel_size[d] - 1) - 1) // module.stride[d] + 1
-            for d in range(2)
-        )
+    _check_rank(module, x)
+    geometry = (module.kernel_size, module.stride, module.padding, module.dilation)
+    spatial = tuple(_output_size(x.shape[2 + d], *(g[d] for g in geometry)) for d in range(x.dim() - 2))
+    kernel, stride, padding, dilation = geometry
+    if isinstance(module, nn.Conv1d):  # as a 2-D convolution over a map of height 1
+        x = x.unsqueeze(2)
+        kernel, stride, padding, dilation = (1, kernel[0]), (1, stride[0]), (0, padding[0]), (1, dilation[0])
+    patches = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
     return patches.transpose(1, 2).flatten(0, 1), spatial
 
 
@@ -195,8 +195,7 @@ def _patch_conv(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | No
 
 def _conv(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None, h: torch.Tensor, members: int) -> torch.Tensor:
     """Grouped convolution of [B, M·C, …] with stacked filters [M, O, C/g, …]."""
-    if h.dim() != 2 + SPATIAL_DIMS[type(module)]:
-        raise ValueError(f"{type(module).__name__} needs inputs [B, C, …] of {2 + SPATIAL_DIMS[type(module)]} dimensions")
+    _check_rank(module, h)
     weight = weight.flatten(0, 1)
     function = F.conv1d
     if isinstance(module, nn.Conv2d):
