@@ -69,7 +69,8 @@ def _fail(component: str, message: str) -> None:
 
 # --------------------------------------------------------------------------- measures
 def check_measure_metadata(measure: Any) -> None:
-    """Name, kind, version, requires, Options and docstring of ``measure``."""
+    """Name, kind, version, requires, Options and docstring of ``measure`` (an instance or its class)."""
+    measure = measure() if isinstance(measure, type) else measure
     name = getattr(measure, "name", None)
     label = f"measure {name!r}"
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
@@ -93,7 +94,7 @@ def check_measure_metadata(measure: Any) -> None:
         _fail(label, "its options do not survive a JSON round trip (they are stored as JSON)")
     if not callable(getattr(measure, "compute", None)):
         _fail(label, "has no compute(ctx, options) method")
-    doc = (type(measure).__doc__ if not isinstance(measure, type) else measure.__doc__) or ""
+    doc = type(measure).__doc__ or ""
     if len([line for line in doc.strip().splitlines() if line.strip()]) < 2:
         _fail(label, "needs a docstring that gives its formula and its source")
 
@@ -169,9 +170,10 @@ def _value(label: str, outcome: Any) -> float:
 
 
 def check_measure(measure: Any, options: Options | None = None, rtol: float = 1e-6) -> dict[str, float]:
-    """Check ``measure`` (an instance, as registered) against the measure contract; returns
-    its value on each check run, by architecture name. ``options`` default to the defaults;
-    ``rtol`` is the tolerance of the same-value-twice check."""
+    """Check ``measure`` (an instance, as registered, or its class) against the measure
+    contract; returns its value on each check run, by architecture name. ``options`` default
+    to the defaults; ``rtol`` is the tolerance of the same-value-twice check."""
+    measure = measure() if isinstance(measure, type) else measure
     check_measure_metadata(measure)
     options = options if options is not None else measure.Options()
     engine, pairs = _check_runs()
@@ -205,7 +207,8 @@ def check_measure(measure: Any, options: Options | None = None, rtol: float = 1e
 
 # --------------------------------------------------------------------------- models
 def check_model(model: Any, num_classes: int = 10, input_shapes: tuple[tuple[int, ...], ...] = INPUT_SHAPES) -> None:
-    """Check a model factory (an instance, as registered) against the model contract."""
+    """Check a model factory (an instance, as registered, or its class) against the model contract."""
+    model = model() if isinstance(model, type) else model
     name = getattr(model, "name", None)
     label = f"model {name!r}"
     if not isinstance(name, str) or not NAME_PATTERN.match(name):

@@ -100,7 +100,8 @@ class NoDefault(genbench.Options):
     ids=lambda value: value if isinstance(value, str) else None,
 )
 def test_each_broken_rule_is_named(measure, message):
-    check_measure(Good())  # the unbroken measure passes
+    check_measure(Good())  # the unbroken measure passes, as an instance or as a class
+    check_measure(Good)
     with pytest.raises(ConformanceError, match=re.escape(message)) as raised:
         check_measure(measure)
     assert len(str(raised.value).splitlines()) == 1
