@@ -10,8 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from pydantic import Field
+
 import genbench
 from genbench.errors import SpecError
+from genbench.measures.base import Estimate
 from genbench.measures import builtin_measures
 from genbench.plugins import get_plugins
 from genbench.testing import ConformanceError, check_measure, check_model
@@ -76,14 +79,36 @@ class NoDefault(genbench.Options):
     width: int
 
 
+class Aliased(genbench.Options):
+    width: int = Field(3, validation_alias="w")
+
+
+def mutating_data(self, ctx, options):
+    ctx.train_labels.zero_()
+    return 1.0
+
+
+def replacing(self, ctx, options):
+    ctx.model = nn.Linear(2, 2)
+    return 1.0
+
+
+def swallowing(self, ctx, options):
+    try:
+        return float(sum(p.sum() for p in ctx.initial_model.parameters()))
+    except Exception:  # a measure that falls back when the initial weights are missing
+        return 1.0
+
+
 @pytest.mark.parametrize(
     ("measure", "message"),
     [
-        (broken(name="Bad Name"), "name must be lower-case words"),
+        (broken(name="Bad Name"), "name must be lower-case letters and digits"),
         (broken(kind="bigger-is-better"), "kind must be one of"),
         (broken(version=1), "version must be a non-empty string"),
         (broken(requires=frozenset({"test_data"})), "requires must be a set within"),
-        (broken(Options=NoDefault), "every option needs a default"),
+        (broken(Options=NoDefault), "every option needs a default; width has none"),
+        (broken(Options=Aliased), "do not survive a JSON round trip"),
         (broken(__doc__="Short."), "needs a docstring"),
         (broken(compute=lambda self, ctx, options: float("nan")), "gave nan"),
         (broken(compute=lambda self, ctx, options: torch.tensor(1.0)), "returned a tensor"),
@@ -91,6 +116,11 @@ class NoDefault(genbench.Options):
         (broken(kind="capability", compute=lambda self, ctx, options: 1.5), "outside [0, 1]"),
         (broken(compute=lambda self, ctx, options: 1 / 0), "compute raised ZeroDivisionError"),
         (broken(compute=mutating), "changed model."),
+        (broken(compute=mutating_data), "changed ctx.train_labels; work on a copy"),
+        (broken(compute=replacing), "replaced ctx.model with another network"),
+        (broken(compute=swallowing), "reads ctx.initial_model without declaring 'init_weights'"),
+        (broken(compute=lambda self, ctx, options: Estimate(1.0, {"xs": [1, 2]})), "Estimate.details must map"),
+        (broken(compute=lambda self, ctx, options: ctx.model[1].train() and 1.0), "left a module of the model"),
         (broken(compute=lambda self, ctx, options: ctx.model.train() and 1.0), "train/eval mode"),
         (broken(compute=noisy), "on a fresh context; draw randomness from ctx.generator"),
         (broken(compute=retraining), "reads ctx.retrainer without declaring 'retrain'"),
@@ -100,11 +130,29 @@ class NoDefault(genbench.Options):
     ids=lambda value: value if isinstance(value, str) else None,
 )
 def test_each_broken_rule_is_named(measure, message):
-    check_measure(Good())  # the unbroken measure passes, as an instance or as a class
+    reference = check_measure(Good())  # the unbroken measure passes, as an instance or as a class
     check_measure(Good)
     with pytest.raises(ConformanceError, match=re.escape(message)) as raised:
         check_measure(measure)
     assert len(str(raised.value).splitlines()) == 1
+    assert check_measure(Good()) == reference  # a broken measure spoils nothing for the next one
+
+
+def test_copying_the_context_and_choosing_architectures_and_options():
+    def copies(self, ctx, options):
+        return sum(p.detach().abs().sum().item() for p in copy.deepcopy(ctx).model.parameters())
+
+    assert check_measure(broken(compute=copies)) == pytest.approx(check_measure(Good()), rel=1e-12)
+    conv_only = broken(compute=lambda self, ctx, options: float(len(ctx.model[0].weight.shape)))
+    assert check_measure(conv_only, architectures=("cnn",)) == {"cnn": 4.0}
+    with pytest.raises(ConformanceError, match="on the mlp check run: compute raised AttributeError"):
+        check_measure(conv_only)  # the MLP's first module is a Flatten
+    param_norm = BUILTIN["param-norm"]()
+    assert check_measure(param_norm, {"normalize_by_m": True}) == check_measure(
+        param_norm, param_norm.Options(normalize_by_m=True)
+    )
+    with pytest.raises(ConformanceError, match="the options given are not valid"):
+        check_measure(param_norm, {"no_such_option": 1})
 
 
 @pytest.mark.parametrize("name", get_plugins().registry("models").names())
@@ -131,7 +179,33 @@ class WrongWidth(SmallNet):
 
 class UnexplainedFailure(SmallNet):
     def build(self, input_shape, num_classes, options):
-        raise ValueError("shape")
+        raise ValueError("shape\nsecond line\nthird line")
+
+
+class FailsToRun(SmallNet):
+    def build(self, input_shape, num_classes, options):
+        return nn.Sequential(nn.Conv2d(input_shape[0], 4, 3), nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+class ItemInTraining(nn.Module):
+    """Trains alone, but its train-mode forward calls .item(), which vmap cannot batch."""
+
+    def __init__(self, features, num_classes):
+        super().__init__()
+        self.linear = nn.Linear(features, num_classes)
+
+    def forward(self, x):
+        out = self.linear(x.flatten(1))
+        return out / out.abs().max().item() if self.training else out
+
+
+class VmapFailsInTraining(SmallNet):
+    def build(self, input_shape, num_classes, options):
+        return ItemInTraining(int(torch.tensor(input_shape).prod()), num_classes)
+
+
+class NoDefaultModelOptions(genbench.Options):
+    width: int
 
 
 class CountsCalls(nn.Module):
@@ -156,8 +230,17 @@ def test_models_pass_or_fail_with_the_broken_rule():
     check_model(SmallNet())  # builds for 3-D inputs only, says why for the others
     with pytest.raises(ConformanceError, match=re.escape("must have shape (3, 10), got (3, 11)")):
         check_model(WrongWidth())
-    with pytest.raises(ConformanceError, match="raise genbench.errors.SpecError saying why"):
+    with pytest.raises(ConformanceError, match="raise genbench.errors.SpecError saying why") as raised:
         check_model(UnexplainedFailure())
+    assert len(str(raised.value).splitlines()) == 1
+    with pytest.raises(ConformanceError, match="fails on a batch of 3"):
+        check_model(FailsToRun(), input_shapes=((1, 40),))  # a Conv2d on (channels, length) inputs
+    with pytest.raises(ConformanceError, match="the trainer's vmap fails"):
+        check_model(VmapFailsInTraining())
+    with pytest.raises(ConformanceError, match="width has none"):
+        check_model(type("NeedsWidth", (SmallNet,), {"Options": NoDefaultModelOptions})())
+    with pytest.raises(ConformanceError, match="builds for none of the input shapes"):
+        check_model(SmallNet(), input_shapes=((40,),))
     with pytest.raises(ConformanceError, match="declares vmappable but"):
         check_model(FalselyVmappable())
     not_vmappable = copy.copy(FalselyVmappable())
