@@ -105,8 +105,6 @@ from genbench.training import (
 GRIDS = ("default-mlp", "default", "cifar-mlp")
 CIFAR_DIM = 3072
 CIFAR_RUNS = 32
-#: set by --wide-first-layer: members that share a minibatch run their first layer as one product
-WIDE_FIRST_LAYER = False
 #: cleared by --no-stacked: conv nets run under vmap instead of genbench.stacked_forward
 STACKED = True
 
@@ -349,7 +347,7 @@ def fit_group(group: Group, device: torch.device, max_steps: int | None = None, 
     if max_steps is not None:
         config = config.model_copy(update={"max_steps": max_steps})
     trainer = TimedEnsembleTrainer(
-        config, device, group.vmappable, wide_first_layer=WIDE_FIRST_LAYER, stacked=STACKED
+        config, device, group.vmappable, stacked=STACKED
     )
     outcomes = trainer.fit(
         group.build,
@@ -660,9 +658,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="plain side: DataLoader num_workers (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument(
-        "--wide-first-layer", action="store_true", help="genbench side: one wide first-layer product per cohort"
-    )
-    parser.add_argument(
         "--no-stacked", action="store_true", help="genbench side: conv nets under vmap, not genbench.stacked_forward"
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the few untimed warm-up steps")
@@ -689,8 +684,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    global WIDE_FIRST_LAYER, STACKED
-    WIDE_FIRST_LAYER = args.wide_first_layer
+    global STACKED
     STACKED = not args.no_stacked
     device = pick_device(args.device)
     machine = machine_info(device)

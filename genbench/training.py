@@ -15,9 +15,7 @@ minibatches (one permutation per cohort and epoch). Networks built as an
 patch products, grouped convolutions with the members inside the channel axis and
 batched products (``genbench.stacked_forward``): the same arithmetic (dropout masks
 come from another random stream), ≈ 1.4× faster per step for the conv net on a CPU; a
-cohort then shares the patches of its minibatch in the first convolution. With shared inputs and
-``wide_first_layer=True``, a cohort's first layers run as one wide product
-(``genbench.wide_first_layer``) when the model allows it.
+cohort then shares the patches of its minibatch in the first convolution.
 
 Stopping is decided on the full training set, evaluated at the end of an epoch, but
 only once the member's running minibatch statistics over that epoch (computed on the
@@ -52,7 +50,6 @@ from torch.func import functional_call, stack_module_state, vmap
 from genbench.early_stopping import validation_split
 from genbench.schemas import TrainConfig
 from genbench.stacked_forward import stacked_forward, stacked_plan
-from genbench.wide_first_layer import split_first_layer, wide_forward
 
 EVAL_CHUNK = 2048
 #: In loss mode, a member is checked on its full training set at the end of an epoch
@@ -187,19 +184,14 @@ class EnsembleTrainer:
         config: TrainConfig,
         device: torch.device | str = "cpu",
         vmappable: bool = True,
-        wide_first_layer: bool = False,
         stacked: bool = True,
     ) -> None:
-        """``wide_first_layer``: run the first layer of members that share their minibatch
-        as one wide product (``genbench.wide_first_layer``). Off by default: on a 2-core
-        CPU it was no faster than the batched product (benchmarks/RESULTS.md).
-        ``stacked``: run the models that ``genbench.stacked_forward`` accepts (plain
+        """``stacked``: run the models that ``genbench.stacked_forward`` accepts (plain
         Sequential MLPs and conv nets) without ``vmap`` (``False`` forces ``vmap``, for
-        comparison). ``wide_first_layer`` takes precedence where it applies."""
+        comparison)."""
         self.config = config
         self.device = torch.device(device)
         self.vmappable = vmappable
-        self.wide_first_layer = wide_first_layer
         self.stacked = stacked
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -327,8 +319,6 @@ class _Fit:
         models = {i: build_initialized(build, seeds[i]) for i in ranked}
         self.initial_states = {i: {k: v.detach().clone() for k, v in m.state_dict().items()} for i, m in models.items()}
         self.base = copy.deepcopy(models[ranked[0]]).to("meta")
-        wide = trainer.wide_first_layer and trainer.vmappable and not per_member_inputs
-        self.split = split_first_layer(self.base) if wide else None
         params, self.buffers = stack_module_state([models[i].to(device) for i in ranked])
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.momentum = {k: torch.zeros_like(v) for k, v in self.params.items()}
@@ -376,8 +366,6 @@ class _Fit:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training-mode logits [M, B, classes] of the alive members."""
         self.base.train()
-        if self.split is not None and len(self.layout.spans) < len(self.members):
-            return wide_forward(self.split, self.params, self.buffers, x, self.layout.spans)
         spans = None if self.per_member_inputs else self.layout.spans
         return self.trainer._forward(self.base, self.params, self.buffers, x, spans)
 
@@ -567,11 +555,6 @@ def _zero_running(members: int, device: torch.device) -> dict[str, torch.Tensor]
     return {"correct": zeros.clone(), "loss": zeros.clone(), "seen": torch.zeros((), device=device)}
 
 
-def _ordered_like(reference: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: state[k] for k in reference}
-
-
-@torch.no_grad()
 def predict(model: nn.Module, inputs: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """Logits of ``model`` (eval mode) on ``inputs``, in chunks, on ``device``; returned on CPU."""
     model = model.to(device).eval()

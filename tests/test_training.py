@@ -147,49 +147,13 @@ def test_training_with_augmentation_keeps_run_ids_of_plain_specs():
     assert not torch.equal(outcome.final_state["1.weight"], plain.final_state["1.weight"])
 
 
-def test_members_that_share_a_seed_train_through_one_wide_first_layer_with_unchanged_results():
+def test_members_that_share_a_seed_share_their_minibatches_with_unchanged_results():
     seeds = [0, 1, 0, 0]  # three members see the same minibatches
     labels = noisy_labels([0.0, 0.3, 0.6, 1.0], seeds)
     config = CONFIG.model_copy(update={"max_steps": 150})
-    together = EnsembleTrainer(config, wide_first_layer=True).fit(build, DIGITS.x_train, labels, seeds)
+    together = EnsembleTrainer(config).fit(build, DIGITS.x_train, labels, seeds)
     for member in (2, 3):
         alone = EnsembleTrainer(config).fit(build, DIGITS.x_train, labels[member : member + 1], [0])[0]
         assert together[member].steps == alone.steps
         for name, value in alone.final_state.items():
             torch.testing.assert_close(together[member].final_state[name], value, rtol=1e-4, atol=1e-5)
-
-
-def test_the_wide_first_layer_equals_the_vmapped_forward():
-    from torch.func import stack_module_state
-
-    from genbench.models.cnn import CNNOptions, SmallConvNet
-    from genbench.training import EnsembleTrainer as Trainer
-    from genbench.wide_first_layer import split_first_layer, wide_forward
-
-    def cnn():
-        return SmallConvNet().build(DIGITS.input_shape, 10, CNNOptions(channels=[4, 8]))
-
-    for make in (build, cnn):
-        models = [build_initialized(make, seed) for seed in range(5)]
-        params, buffers = stack_module_state(models)
-        split = split_first_layer(models[0])
-        assert split is not None
-        x = DIGITS.x_train[:96].view(2, 48, *DIGITS.input_shape)  # two cohorts: members 0-2 and 3-4
-        wide = wide_forward(split, params, buffers, x, [(0, 3), (3, 5)])
-        vmapped = Trainer(CONFIG, stacked=False)._forward(models[0], params, buffers, x[[0, 0, 0, 1, 1]])
-        torch.testing.assert_close(wide, vmapped, rtol=1e-5, atol=1e-5)
-
-
-def test_the_wide_first_layer_applies_only_behind_shape_modules():
-    from genbench.models.zhang import MLP1x512, SmallAlexNet
-    from genbench.wide_first_layer import split_first_layer
-
-    image = (3, 28, 28)
-    assert split_first_layer(MLP1x512().build(image, 10, MLP1x512.Options())).weight == "1.weight"
-    assert split_first_layer(nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 2))) is None  # random, not a reshape
-    assert split_first_layer(nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2))) is None
-    assert split_first_layer(nn.Sequential(nn.Conv2d(1, 2, 3, groups=1, padding_mode="circular"))) is None
-    assert split_first_layer(SmallAlexNet().build(image, 10, SmallAlexNet.Options())) is None  # not a Sequential
-    nested = nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), nn.ReLU(), nn.Linear(3, 2))
-    split = split_first_layer(nested)
-    assert split.weight == "0.1.weight" and split.tail_names == {"2.weight": "1.weight", "2.bias": "1.bias"}
