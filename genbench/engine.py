@@ -375,15 +375,7 @@ class Engine:
         dataset = prepare_data(run, self.data_dir)
         model = build_model(run, dataset, self.store.load_checkpoint(run.run_id, "final")).to(self.device).eval()
         initial = build_model(run, dataset, self.store.load_checkpoint(run.run_id, "init")).to(self.device).eval()
-        log = TrainingLog(
-            status=result.status,
-            steps=result.steps,
-            epochs=result.epochs,
-            steps_to_fit=result.steps_to_fit,
-            train_accuracy=result.train_accuracy,
-            train_loss=result.train_loss,
-            loss_curve=list(result.loss_curve),
-        )
+        log = TrainingLog.of(result)
         generator = torch.Generator().manual_seed(derive_seed(run.seed, f"measure:{measure_name}"))
         return MeasureContext(
             spec=run,

@@ -160,15 +160,7 @@ def recorded_run(x, y, train: TrainConfig, seed: int = 3):
     retrainer = Retrainer(run, make_dataset(x, y, 2), torch.device("cpu"))
     [(model, outcome)] = retrainer.fit_with_outcomes(y[None], [seed])
     ctx = make_ctx(model, x, y, 2, run=run)
-    ctx.training_log = TrainingLog(
-        status=outcome.status,
-        steps=outcome.steps,
-        epochs=outcome.epochs,
-        steps_to_fit=outcome.steps_to_fit,
-        train_accuracy=outcome.train_accuracy,
-        train_loss=outcome.train_loss,
-        loss_curve=list(outcome.loss_curve),
-    )
+    ctx.training_log = TrainingLog.of(outcome)
     ctx.retrainer = CountingRetrainer(retrainer)
     return ctx, outcome
 

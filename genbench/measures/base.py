@@ -68,6 +68,19 @@ class TrainingLog:
     train_loss: float
     loss_curve: list[tuple[int, float]]
 
+    @classmethod
+    def of(cls, record: Any) -> TrainingLog:
+        """The log of a stored ``RunResult`` or a trainer's ``MemberOutcome`` (same field names)."""
+        return cls(
+            status=record.status,
+            steps=record.steps,
+            epochs=record.epochs,
+            steps_to_fit=record.steps_to_fit,
+            train_accuracy=record.train_accuracy,
+            train_loss=record.train_loss,
+            loss_curve=list(record.loss_curve),
+        )
+
 
 @dataclass
 class MeasureContext:
