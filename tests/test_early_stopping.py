@@ -110,6 +110,25 @@ def test_the_kept_weights_are_those_of_the_best_held_out_epoch():
     steps_per_epoch = -(-kept.shape[1] // CONFIG.batch_size)
     assert outcome.loss_curve[-1][0] == outcome.steps
     assert outcome.steps >= (CONFIG.early_stopping_patience + 1) * steps_per_epoch
+    # replay independently: the same member trained on the kept examples without early
+    # stopping, epoch by epoch; the kept weights are those of the first best held-out epoch
+    epochs = outcome.steps // steps_per_epoch
+    replay = TrainConfig(**{**CONFIG.model_dump(), "early_stopping_patience": None, "stop": "loss", "loss_threshold": 1e-9})
+    held_by_epoch, states = [], []
+    for epoch in range(1, epochs + 1):
+        config = TrainConfig(**{**replay.model_dump(), "max_steps": epoch * steps_per_epoch})
+        state = EnsembleTrainer(config).fit(build, DIGITS.x_train, labels, seeds, train_indices=kept)[0].final_state
+        model.load_state_dict(state)
+        with torch.no_grad():
+            predicted = model(DIGITS.x_train[held[0]]).argmax(-1)
+        held_by_epoch.append((predicted == labels[0, held[0]]).float().mean().item())
+        states.append(state)
+    best = max(range(epochs), key=lambda e: (held_by_epoch[e], -e))  # the first epoch with the best score
+    assert epochs - (best + 1) == CONFIG.early_stopping_patience
+    assert abs(outcome.validation_accuracy - held_by_epoch[best]) < 1e-6
+    assert max(held_by_epoch[best + 1 :]) < held_by_epoch[best]  # weights after the best are worse, not kept
+    for name, value in states[best].items():
+        torch.testing.assert_close(outcome.final_state[name], value, rtol=1e-4, atol=1e-5)
 
 
 def test_the_engine_stores_early_stopped_runs(tmp_path):
