@@ -40,7 +40,7 @@ import math
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from genbench.early_stopping import validation_split
-from genbench.schemas import TrainConfig
+from genbench.schemas import RunStatus, TrainConfig
 from genbench.stacked_forward import stacked_forward, stacked_plan
 
 EVAL_CHUNK = 2048
@@ -58,7 +58,7 @@ LOSS_GATE = 2.0
 #: In accuracy mode, at a running minibatch accuracy of at least target − ACCURACY_GATE.
 ACCURACY_GATE = 0.02
 
-MemberStatus = Literal["converged", "budget", "diverged", "early-stopped"]
+MemberStatus = RunStatus
 
 
 def pick_device(requested: str | None = None) -> torch.device:

@@ -173,5 +173,11 @@ def one_intra_op_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def standard_error(values: torch.Tensor) -> float:
+    """Sample standard deviation (ddof 1) / √n of ``values``; NaN for fewer than two values."""
+    n = values.numel()
+    return (values.double().std(unbiased=True) / math.sqrt(n)).item() if n > 1 else math.nan
+
+
 def options_hash(options: Options) -> str:
     return content_hash(options.model_dump(mode="json"))

@@ -14,7 +14,14 @@ from pydantic import Field
 from torch import nn
 
 from genbench.errors import MeasureError
-from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions, normalize_by_m
+from genbench.measures.base import (
+    BaseMeasure,
+    Estimate,
+    MeasureContext,
+    SizeNormalizedOptions,
+    normalize_by_m,
+    standard_error,
+)
 from genbench.measures.weights import fold_batch_norm, frobenius_norm, layer_weights, weight_count, weight_layers
 from genbench.schemas import Options, content_hash
 
@@ -408,7 +415,7 @@ class EmpiricalRademacher(BaseMeasure):
         return Estimate(
             mean,
             {
-                "stderr": standard_error(correlations),
+                "stderr": standard_error(torch.tensor(correlations, dtype=torch.float64)),
                 "draws": len(correlations),
                 "classes": k,
                 "min": min(correlations),
@@ -424,16 +431,6 @@ def rademacher_classes(ctx: MeasureContext, options: RademacherOptions) -> int:
 def random_labels(n: int, classes: int, seed: int) -> torch.Tensor:
     """n labels uniform on {0, …, classes − 1} from a generator seeded with ``seed``."""
     return torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(seed))
-
-
-def standard_error(values: list[float]) -> float:
-    """Sample standard deviation (ddof 1) / sqrt(count); NaN for fewer than two values."""
-    count = len(values)
-    if count < 2:
-        return math.nan
-    mean = sum(values) / count
-    variance = sum((v - mean) ** 2 for v in values) / (count - 1)
-    return math.sqrt(variance / count)
 
 
 MEASURES = (Params, VCBound, EmpiricalRademacher, RademacherNormBound)

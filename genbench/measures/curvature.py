@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions
+from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions, standard_error
 from genbench.measures.sharpness import CHUNK, chunks, evaluation_copy, has_nonfinite_parameters, seeded_subset
 
 
@@ -193,7 +193,7 @@ class HessianTrace(BaseMeasure):
         probes = signs.to(hvp.parameters[0].device)
         quadratic_forms = (probes * hvp(probes)).sum(dim=1).double().cpu()
         trace = float(quadratic_forms.mean())
-        stderr = float(quadratic_forms.std(unbiased=True) / math.sqrt(options.probes))
+        stderr = standard_error(quadratic_forms)
         return Estimate(self.normalized(trace, ctx, options), details={"stderr": stderr, "probes": options.probes})
 
 

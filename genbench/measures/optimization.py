@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from genbench.errors import MeasureError
-from genbench.measures.base import BaseMeasure, Estimate, MeasureContext
+from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, standard_error
 from genbench.measures.base import one_intra_op_thread
 from genbench.schemas import Options, content_hash
 
@@ -328,7 +328,7 @@ class GradientNoise(BaseMeasure):
         return Estimate(
             deviations.mean().item(),
             {
-                "stderr": (deviations.std(unbiased=True) / math.sqrt(len(deviations))).item(),
+                "stderr": standard_error(deviations),
                 "batches": len(deviations),
                 "batch_size": batch_size,
                 "full_gradient_sq_norm": sum((v.double() ** 2).sum().item() for v in g.values()),

@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from genbench.measures.base import BaseMeasure, Estimate, MeasureContext
+from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, standard_error
 from genbench.measures.base import one_intra_op_thread
 from genbench.training import predict
 
@@ -33,10 +33,7 @@ def softmax_entropies(log_probabilities: torch.Tensor) -> torch.Tensor:
 
 def mean_with_stderr(values: torch.Tensor) -> Estimate:
     """The mean of ``values`` with its standard error (sample std / sqrt(n)) in the details."""
-    n = values.numel()
-    mean = values.mean().item()
-    stderr = (values.std(unbiased=True) / n**0.5).item() if n > 1 else float("nan")
-    return Estimate(mean, {"stderr": stderr, "examples": n})
+    return Estimate(values.mean().item(), {"stderr": standard_error(values), "examples": values.numel()})
 
 
 class OutputEntropy(BaseMeasure):

@@ -32,7 +32,7 @@ from pydantic import Field
 from torch import nn
 
 from genbench.errors import MeasureError
-from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions
+from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions, standard_error
 from genbench.measures.perturb import perturbable_parameters, perturbed_metrics, standard_normal_like
 from genbench.measures.weights import fold_batch_norm, layer_weights
 from genbench.schemas import Options, content_hash
@@ -189,7 +189,7 @@ class NoisyTraining:
             return StepOutcome(None, drop_range(metrics.correct, evaluated)[0] > target + tolerance, math.nan)
         accuracy = metrics.accuracy
         drop = self.base - accuracy.mean().item()
-        stderr = accuracy.std().item() / math.sqrt(draws) if draws > 1 else math.nan
+        stderr = standard_error(accuracy)
         return StepOutcome(drop, drop > target, stderr)
 
 
@@ -405,9 +405,14 @@ def kl_inverse(q: float, budget: float, iterations: int = 100) -> float:
     return upper
 
 
+def kl_budget(kl_divergence: float, m: int, delta: float) -> float:
+    """The right-hand side of the PAC-Bayes-kl bound: (KL(Q‖P) + log(2√m/δ))/m."""
+    return (kl_divergence + math.log(2 * math.sqrt(m) / delta)) / m
+
+
 def pac_bayes_kl_bound(gibbs_error: float, kl_divergence: float, m: int, delta: float) -> float:
     """Seeger / Maurer: with probability ≥ 1 − δ, e_Q ≤ kl⁻¹(ê_Q, (KL(Q‖P) + log(2√m/δ))/m)."""
-    return kl_inverse(gibbs_error, (kl_divergence + math.log(2 * math.sqrt(m) / delta)) / m)
+    return kl_inverse(gibbs_error, kl_budget(kl_divergence, m, delta))
 
 
 def sampled_error_upper(mean_error: float, samples: int, delta: float) -> float:
@@ -536,7 +541,7 @@ class PacBayesBound(BaseMeasure):
     @staticmethod
     def _terms(sigma: float, squared: float, m: int, delta: float) -> BoundTerms:
         kl = squared / (2 * sigma**2)
-        return BoundTerms(sigma, kl, (kl + math.log(2 * math.sqrt(m) / delta)) / m)
+        return BoundTerms(sigma, kl, kl_budget(kl, m, delta))
 
     @staticmethod
     def _screen(model, parameters, inputs, labels, hopeful, ctx, options, ceiling: float) -> tuple[BoundTerms, float]:
