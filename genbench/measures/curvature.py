@@ -110,15 +110,32 @@ def power_iteration(
     return eigenvalue, iterations, False
 
 
-class HessianEigenvalueOptions(SizeNormalizedOptions):
-    iterations: int = Field(20, ge=1, description="at most this many power iterations (Hessian-vector products)")
-    tolerance: float = Field(1e-2, gt=0, description="stop when the estimate changes by at most this fraction")
+class HessianOptions(SizeNormalizedOptions):
     max_examples: int | None = Field(
         256, ge=1, description="use a seeded random subset of this many training examples (None = all, in chunks)"
     )
 
 
-class HessianTopEigenvalue(BaseMeasure):
+class _HessianMeasure(BaseMeasure):
+    """A measure of the training-loss Hessian, computed from its Hessian-vector products."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"train_data"})
+
+    def compute(self, ctx: MeasureContext, options: HessianOptions) -> Estimate | float:
+        if has_nonfinite_parameters(ctx.model):
+            return math.nan
+        return self.from_hessian(hessian_operator(ctx, options.max_examples), ctx, options)
+
+    def from_hessian(self, hvp: HessianVectorProducts, ctx: MeasureContext, options: HessianOptions) -> Estimate:
+        raise NotImplementedError
+
+
+class HessianEigenvalueOptions(HessianOptions):
+    iterations: int = Field(20, ge=1, description="at most this many power iterations (Hessian-vector products)")
+    tolerance: float = Field(1e-2, gt=0, description="stop when the estimate changes by at most this fraction")
+
+
+class HessianTopEigenvalue(_HessianMeasure):
     """Largest eigenvalue of the training-loss Hessian, by power iteration on Hessian-vector products.
 
     λ_max of the Hessian of the mean training cross-entropy with respect to all parameters:
@@ -138,14 +155,10 @@ class HessianTopEigenvalue(BaseMeasure):
 
     name: ClassVar[str] = "hessian-top-eigenvalue"
     version: ClassVar[str] = "1"
-    requires: ClassVar[frozenset[str]] = frozenset({"train_data"})
     Options = HessianEigenvalueOptions
     source: ClassVar[str] = "Keskar et al. 2017; Yao et al. 2020 (PyHessian: power iteration on Hessian-vector products)"
 
-    def compute(self, ctx: MeasureContext, options: HessianEigenvalueOptions) -> Estimate | float:
-        if has_nonfinite_parameters(ctx.model):
-            return math.nan
-        hvp = hessian_operator(ctx, options.max_examples)
+    def from_hessian(self, hvp: HessianVectorProducts, ctx: MeasureContext, options: HessianEigenvalueOptions) -> Estimate:
         eigenvalue, used, converged = power_iteration(hvp, ctx.generator, options.iterations, options.tolerance)
         details: dict = {"iterations": used, "converged": int(converged)}
         if eigenvalue < 0:
@@ -157,14 +170,11 @@ class HessianTopEigenvalue(BaseMeasure):
         return Estimate(self.normalized(eigenvalue, ctx, options), details=details)
 
 
-class HessianTraceOptions(SizeNormalizedOptions):
+class HessianTraceOptions(HessianOptions):
     probes: int = Field(16, ge=2, description="Rademacher probe vectors v (each one Hessian-vector product)")
-    max_examples: int | None = Field(
-        256, ge=1, description="use a seeded random subset of this many training examples (None = all, in chunks)"
-    )
 
 
-class HessianTrace(BaseMeasure):
+class HessianTrace(_HessianMeasure):
     """Trace of the training-loss Hessian, by Hutchinson's estimator with Rademacher probes.
 
     The trace of the Hessian of the mean training cross-entropy with respect to all parameters:
@@ -181,14 +191,10 @@ class HessianTrace(BaseMeasure):
 
     name: ClassVar[str] = "hessian-trace"
     version: ClassVar[str] = "1"
-    requires: ClassVar[frozenset[str]] = frozenset({"train_data"})
     Options = HessianTraceOptions
     source: ClassVar[str] = "Hutchinson 1990 (trace estimator); Yao et al. 2020 (PyHessian)"
 
-    def compute(self, ctx: MeasureContext, options: HessianTraceOptions) -> Estimate | float:
-        if has_nonfinite_parameters(ctx.model):
-            return math.nan
-        hvp = hessian_operator(ctx, options.max_examples)
+    def from_hessian(self, hvp: HessianVectorProducts, ctx: MeasureContext, options: HessianTraceOptions) -> Estimate:
         signs = torch.randint(0, 2, (options.probes, hvp.size), generator=ctx.generator).float() * 2 - 1
         probes = signs.to(hvp.parameters[0].device)
         quadratic_forms = (probes * hvp(probes)).sum(dim=1).double().cpu()

@@ -204,7 +204,20 @@ def mean_over_layers(values: dict[str, float], key: str, extra: dict | None = No
 # ---------------------------------------------------------------------------
 
 
-class WWAlpha(BaseMeasure):
+class _SpectralMeasure(BaseMeasure):
+    """A measure of the layers' eigenvalue spectra; NaN for a network with non-finite weights."""
+
+    def compute(self, ctx: MeasureContext, options: SpectralOptions) -> Estimate:
+        spectra = layer_spectra(ctx, options.conv_matrices)
+        if spectra is None:
+            return Estimate(math.nan, {"reason": "non-finite weights"})
+        return self.from_spectra(spectra, options)
+
+    def from_spectra(self, spectra: list[LayerSpectrum], options: SpectralOptions) -> Estimate:
+        raise NotImplementedError
+
+
+class WWAlpha(_SpectralMeasure):
     """Mean power-law exponent α of the layers' eigenvalue spectra (WeightWatcher's alpha).
 
     ww-alpha = (1/L) Σ_l α_l over the L layers whose ESD has at least ``min_eigenvalues``
@@ -231,10 +244,7 @@ class WWAlpha(BaseMeasure):
         "without access to training or testing data'; WeightWatcher; Clauset, Shalizi & Newman 2009"
     )
 
-    def compute(self, ctx: MeasureContext, options: PowerLawOptions) -> Estimate:
-        spectra = layer_spectra(ctx, options.conv_matrices)
-        if spectra is None:
-            return Estimate(math.nan, {"reason": "non-finite weights"})
+    def from_spectra(self, spectra: list[LayerSpectrum], options: PowerLawOptions) -> Estimate:
         fits = layer_fits(spectra, options.min_eigenvalues)
         extra: dict = {"skipped": len(spectra) - len(fits)}
         for name, fit in fits.items():
@@ -243,7 +253,7 @@ class WWAlpha(BaseMeasure):
         return mean_over_layers({name: fit.alpha for name, fit in fits.items()}, "alpha", extra)
 
 
-class WWAlphaWeighted(BaseMeasure):
+class WWAlphaWeighted(_SpectralMeasure):
     """Mean over layers of α·log10 λ_max (WeightWatcher's alpha_weighted, α̂).
 
     ww-alpha-weighted = (1/L) Σ_l α_l · log10 λ_max,l, with α_l as in ww-alpha (same layers:
@@ -264,17 +274,14 @@ class WWAlphaWeighted(BaseMeasure):
         "without access to training or testing data' (weighted alpha); WeightWatcher"
     )
 
-    def compute(self, ctx: MeasureContext, options: PowerLawOptions) -> Estimate:
-        spectra = layer_spectra(ctx, options.conv_matrices)
-        if spectra is None:
-            return Estimate(math.nan, {"reason": "non-finite weights"})
+    def from_spectra(self, spectra: list[LayerSpectrum], options: PowerLawOptions) -> Estimate:
         fits = layer_fits(spectra, options.min_eigenvalues)
         log_largest = {spectrum.name: spectrum.log10_largest for spectrum in spectra}
         values = {name: fit.alpha * log_largest[name] for name, fit in fits.items()}
         return mean_over_layers(values, "alpha_weighted", {"skipped": len(spectra) - len(fits)})
 
 
-class StableRank(BaseMeasure):
+class StableRank(_SpectralMeasure):
     """Mean over layers of the stable rank ‖W‖_F² / ‖W‖_2².
 
     stable-rank = (1/d) Σ_l Σ_i λ_i,l / λ_max,l over all d linear and convolutional layers
@@ -291,14 +298,11 @@ class StableRank(BaseMeasure):
     Options = SpectralOptions
     source: ClassVar[str] = "Martin & Mahoney 2021 (norm-based metrics); WeightWatcher's stable_rank"
 
-    def compute(self, ctx: MeasureContext, options: SpectralOptions) -> Estimate:
-        spectra = layer_spectra(ctx, options.conv_matrices)
-        if spectra is None:
-            return Estimate(math.nan, {"reason": "non-finite weights"})
+    def from_spectra(self, spectra: list[LayerSpectrum], options: SpectralOptions) -> Estimate:
         return mean_over_layers({s.name: s.stable_rank for s in spectra}, "stable_rank")
 
 
-class LogSpectralNorm(BaseMeasure):
+class LogSpectralNorm(_SpectralMeasure):
     """Mean over layers of log10 λ_max, the log of the squared spectral norm.
 
     log-spectral-norm = (1/d) Σ_l log10 λ_max,l over all d linear and convolutional layers
@@ -317,10 +321,7 @@ class LogSpectralNorm(BaseMeasure):
     Options = SpectralOptions
     source: ClassVar[str] = "Martin & Mahoney 2021 (log spectral norm); WeightWatcher's log_spectral_norm"
 
-    def compute(self, ctx: MeasureContext, options: SpectralOptions) -> Estimate:
-        spectra = layer_spectra(ctx, options.conv_matrices)
-        if spectra is None:
-            return Estimate(math.nan, {"reason": "non-finite weights"})
+    def from_spectra(self, spectra: list[LayerSpectrum], options: SpectralOptions) -> Estimate:
         return mean_over_layers({s.name: s.log10_largest for s in spectra}, "log_spectral_norm")
 
 
