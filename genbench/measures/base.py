@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -171,6 +171,11 @@ def one_intra_op_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def on_cpu_one_thread(ctx: MeasureContext):
+    """``one_intra_op_thread`` when the context's device is the CPU; nothing on other devices."""
+    return one_intra_op_thread() if ctx.device.type == "cpu" else nullcontext()
 
 
 def standard_error(values: torch.Tensor) -> float:

@@ -37,13 +37,10 @@ JIANG = "Jiang et al. 2020, 'Fantastic generalization measures and where to find
 # ---------------------------------------------------------------------------
 
 
-def _cached(ctx: MeasureContext, key: str, compute, single_thread: bool = True):
-    """``compute()`` once per context (on one intra-op thread unless ``single_thread`` is off)."""
+def _cached(ctx: MeasureContext, key: str, compute):
+    """``compute()`` once per context, on one intra-op thread."""
     if key not in ctx.cache:
-        if single_thread:
-            with one_intra_op_thread():
-                ctx.cache[key] = compute()
-        else:
+        with one_intra_op_thread():
             ctx.cache[key] = compute()
     return ctx.cache[key]
 

@@ -3,7 +3,6 @@ minibatch gradients are at the end."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from torch.func import functional_call, grad, vmap
 
 from genbench.errors import MeasureError
 from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, standard_error
-from genbench.measures.base import one_intra_op_thread
+from genbench.measures.base import on_cpu_one_thread
 from genbench.schemas import Options, content_hash
 
 #: The cross-entropy a retraining continues to when the recorded curve stops short of a threshold
@@ -65,13 +64,6 @@ def recorded_history(ctx: MeasureContext) -> LossHistory:
 
 
 _RETRAINED: dict[str, LossHistory] = {}
-
-
-def on_cpu_one_thread(ctx: MeasureContext):
-    """One intra-op thread on CPU (a single small network gains nothing from a second one, and
-    on a busy shared CPU two threads waiting on each other made training steps several times
-    slower); nothing changes on other devices."""
-    return one_intra_op_thread() if ctx.device.type == "cpu" else contextlib.nullcontext()
 
 
 def _retraining_key(ctx: MeasureContext, target: float, max_steps: int) -> str:
@@ -165,7 +157,7 @@ class StepsToFit(BaseMeasure):
     and the crossing is read from that curve (one retraining shared with
     steps-0.1-to-0.01, cached per run). +∞ when the recipe never reaches the threshold (the
     step budget runs out, or early stopping ends training first): ranked as the slowest; NaN
-    when training diverged. The retraining runs on one intra-op thread on CPU. Source: Jiang et al.
+    when training diverged. Source: Jiang et al.
     2020, "Fantastic generalization measures", "#steps to CE 0.1"; Dziugaite et al. 2020
     ("number of steps/epochs to reach a cross-entropy").
     """

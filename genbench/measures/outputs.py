@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, standard_error
-from genbench.measures.base import one_intra_op_thread
+from genbench.measures.base import on_cpu_one_thread
 from genbench.training import predict
 
 
@@ -16,10 +16,7 @@ def training_log_probabilities(ctx: MeasureContext) -> torch.Tensor:
     """log softmax of the model's logits on the training inputs, [n, classes], float64 on CPU
     (one intra-op thread on CPU: the forward pass of a small network gains nothing from more,
     and on a busy shared CPU threads waiting on each other slowed it several times)."""
-    if ctx.device.type == "cpu":
-        with one_intra_op_thread():
-            logits = predict(ctx.model, ctx.train_inputs, ctx.device).double()
-    else:
+    with on_cpu_one_thread(ctx):
         logits = predict(ctx.model, ctx.train_inputs, ctx.device).double()
     return F.log_softmax(logits, dim=1)
 
