@@ -37,17 +37,18 @@ def langevin_adversarial_search(
         x̃ ← x + clip(x̃ − x, −radius, radius)          (per feature)
 
     (step, noise and radius per feature). A point is critical once argmax f(x̃) ≠ k at some
-    iterate. Returns the boolean mask of critical points."""
-    with torch.no_grad():
-        predicted = torch.cat([model(inputs[i : i + CHUNK]).argmax(dim=1) for i in range(0, len(inputs), CHUNK)])
+    iterate. Returns the boolean mask of critical points (``iterations`` ≥ 1)."""
     critical = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
     for start in range(0, len(inputs), CHUNK):
-        x0, k = inputs[start : start + CHUNK], predicted[start : start + CHUNK]
+        x0 = inputs[start : start + CHUNK]
         found = critical[start : start + CHUNK]
         x = x0.clone()
+        k = None  # the predicted classes at x0: the first iterate's
         for _ in range(iterations):
             x.requires_grad_(True)
             logits = model(x)
+            if k is None:
+                k = logits.detach().argmax(dim=1)
             found |= logits.detach().argmax(dim=1) != k
             if bool(found.all()):
                 break
@@ -118,9 +119,7 @@ class CriticalSampleRatio(BaseMeasure):
             return math.nan
         scale = feature_scale(ctx.train_inputs.to(ctx.device).float(), options.input_scale)
         inputs, _ = seeded_subset(ctx, options.max_examples)
-        model = evaluation_copy(ctx.model, ctx.device)
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
+        model = evaluation_copy(ctx.model, ctx.device).requires_grad_(False)  # gradients in x only
         critical = langevin_adversarial_search(
             model,
             inputs.float(),

@@ -73,9 +73,9 @@ class SigmaSearch:
     converged: bool
     drop_stderr: float
 
-    def details(self, prefix: str = "sigma") -> dict[str, float | int | str | None]:
+    def details(self) -> dict[str, float | int | str | None]:
         return {
-            prefix: self.sigma,
+            "sigma": self.sigma,
             "accuracy_drop": self.drop,
             "accuracy_drop_stderr": self.drop_stderr,
             "bisection_steps": self.steps,

@@ -30,11 +30,10 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from genbench.measures.weights import weight_layers
-from genbench.memory import activation_floats
+from genbench.memory import BYTES_PER_FLOAT, activation_floats
 
 #: Default bytes the activations and stacked parameters of one chunk may take.
 DEFAULT_MEMORY_BYTES = 1 << 28
-BYTES_PER_FLOAT = 4
 #: Examples of the first chunk when an early stop is asked for (later chunks double).
 EARLY_STOP_FIRST_CHUNK = 128
 #: Examples evaluated together in the shared layout (at most).
@@ -157,7 +156,6 @@ def perturbed_metrics(
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
     use_vmap: bool | None = None,
     stop_early: EarlyStop | None = None,
-    examples_per_chunk: int | None = None,
 ) -> PerturbedMetrics:
     """Accuracy and cross-entropy on (``inputs``, ``labels``) of ``draws`` perturbed copies of
     ``model`` (which should be in eval mode; it is not modified).
@@ -166,10 +164,8 @@ def perturbed_metrics(
     along a leading axis (see ``ParameterSource``); it is called once per chunk of draws, so
     the caller may generate them lazily. With ``paired`` draw i sees example i only
     (``draws`` must equal the number of examples). ``use_vmap`` None chooses by
-    ``vmap_by_default``; a model vmap cannot handle falls back to the loop. ``stop_early`` and
-    ``examples_per_chunk`` (shared layout; the largest chunk) allow ending once the outcome
-    is decided. Runs on
-    the device of ``inputs``.
+    ``vmap_by_default``; a model vmap cannot handle falls back to the loop. ``stop_early``
+    (shared layout) allows ending once the outcome is decided. Runs on the device of ``inputs``.
     """
     n = int(inputs.shape[0])
     if paired and draws != n:
@@ -182,8 +178,6 @@ def perturbed_metrics(
     parameter_floats = sum(p.numel() for p in model.parameters())  # an upper bound on those perturbed
     activation = max(activation_floats(model, tuple(inputs.shape[1:]), 1), 1)
     step_draws, step_examples = chunk_sizes(activation, parameter_floats, draws, n, paired, memory_bytes)
-    if examples_per_chunk is not None:
-        step_examples = max(1, min(step_examples, examples_per_chunk))
     if paired:
         return _paired_metrics(model, inputs, labels, draw_parameters, step_draws, vmapped)
     return _shared_metrics(

@@ -196,17 +196,21 @@ def noise_sanity_failures(board: pd.DataFrame) -> list[str]:
     The sanity check of Neyshabur et al. 2017 and Bartlett et al. 2017: a complexity measure
     that explains generalization must grow with the fraction of random labels, since the
     gap does. Constant measures (no τ) fail it too."""
-    rows = board[(board["kind"] == "complexity") & ~board["reference"].astype(bool)]
+    rows = _complexity_rows(board)
     failing = rows[~(rows["tau_level"].astype(float) > 0)]
     return list(failing["measure"])
 
 
+def _complexity_rows(board: pd.DataFrame) -> pd.DataFrame:
+    return board[(board["kind"] == "complexity") & ~board["reference"].astype(bool)]
+
+
 def sanity_line(board: pd.DataFrame) -> str:
     """One line naming the complexity measures that fail the random-label sanity check."""
-    failing = noise_sanity_failures(board)
-    complexity = int(((board["kind"] == "complexity") & ~board["reference"].astype(bool)).sum())
+    complexity = len(_complexity_rows(board))
     if not complexity or board["tau_level"].isna().all():
         return ""
+    failing = noise_sanity_failures(board)
     if not failing:
         return f"Random-label sanity check (Neyshabur et al. 2017): all {complexity} complexity measures rise with p_c."
     return (
