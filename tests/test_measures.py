@@ -721,3 +721,21 @@ def test_fold_indices_partition(n, folds, seed):
     training2, held_out2 = fold_indices(n, folds, torch.Generator().manual_seed(seed))
     assert torch.equal(training, training2)
     assert all(torch.equal(a, b) for a, b in zip(held_out, held_out2))
+
+
+def test_tensor_digest_tells_names_shapes_dtypes_and_values_apart_and_takes_bfloat16():
+    from genbench.measures.base import tensor_digest
+
+    x = torch.arange(6.0)
+    base = tensor_digest([("w", x)])
+    assert base == tensor_digest([("w", x.clone())])
+    different = [
+        tensor_digest([("v", x)]),
+        tensor_digest([("w", x.view(2, 3))]),
+        tensor_digest([("w", x.double())]),
+        tensor_digest([("w", x + 1e-6)]),
+        tensor_digest([("w", x)], salt="other"),
+    ]
+    assert len({base, *different}) == 6
+    half = tensor_digest([("w", x.bfloat16())])
+    assert half == tensor_digest([("w", x.bfloat16().clone())]) and half != base

@@ -3,7 +3,6 @@ the Frobenius-norm Rademacher bound."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -21,6 +20,7 @@ from genbench.measures.base import (
     SizeNormalizedOptions,
     normalize_by_m,
     standard_error,
+    tensor_digest,
 )
 from genbench.measures.weights import fold_batch_norm, frobenius_norm, layer_weights, weight_count, weight_layers
 from genbench.schemas import Options, content_hash
@@ -385,10 +385,7 @@ class EmpiricalRademacher(BaseMeasure):
 
     @staticmethod
     def _key(ctx: MeasureContext, options: RademacherOptions) -> str:
-        inputs = ctx.train_inputs.detach().to("cpu").contiguous()
-        digest = hashlib.sha256(inputs.numpy().tobytes())
-        digest.update(f"{tuple(inputs.shape)}:{inputs.dtype}".encode())
-        fingerprint = digest.hexdigest()
+        fingerprint = tensor_digest([("inputs", ctx.train_inputs)])
         spec = ctx.spec
         return content_hash(
             {

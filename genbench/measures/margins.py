@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict
 from typing import ClassVar
@@ -10,7 +9,7 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from genbench.measures.base import BaseMeasure, MeasureContext
+from genbench.measures.base import BaseMeasure, MeasureContext, tensor_digest
 from genbench.schemas import Options
 from genbench.training import predict
 
@@ -26,16 +25,8 @@ def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def run_fingerprint(ctx: MeasureContext) -> str:
     """A content hash of what the training margins depend on: the network (its structure and
     every parameter and buffer), the training inputs and labels, and the device."""
-    digest = hashlib.sha256(f"{ctx.model!r}|{ctx.device}".encode())
-    for name, tensor in ctx.model.state_dict().items():
-        data = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
-        digest.update(data.numpy().tobytes())
-    for tensor in (ctx.train_inputs, ctx.train_labels):
-        data = tensor.detach().cpu().contiguous()
-        digest.update(f"{tuple(data.shape)}:{data.dtype}".encode())
-        digest.update(data.numpy().tobytes())
-    return digest.hexdigest()
+    named = [*ctx.model.state_dict().items(), ("inputs", ctx.train_inputs), ("labels", ctx.train_labels)]
+    return tensor_digest(named, salt=f"{ctx.model!r}|{ctx.device}")
 
 
 #: Training margins of recent runs, by ``run_fingerprint``: the engine evaluates one measure

@@ -3,7 +3,6 @@ minibatch gradients are at the end."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -15,8 +14,14 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from genbench.errors import MeasureError
-from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, standard_error
-from genbench.measures.base import on_cpu_one_thread
+from genbench.measures.base import (
+    BaseMeasure,
+    Estimate,
+    MeasureContext,
+    on_cpu_one_thread,
+    standard_error,
+    tensor_digest,
+)
 from genbench.schemas import Options, content_hash
 
 #: The cross-entropy a retraining continues to when the recorded curve stops short of a threshold
@@ -67,15 +72,10 @@ _RETRAINED: dict[str, LossHistory] = {}
 
 
 def _retraining_key(ctx: MeasureContext, target: float, max_steps: int) -> str:
-    digest = hashlib.sha256()
-    for tensor in (ctx.train_inputs, ctx.train_labels):
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(data.numpy().tobytes())
-        digest.update(f"{tuple(data.shape)}:{data.dtype}".encode())
     return content_hash(
         {
             "run": ctx.spec.model_dump(mode="json"),
-            "data": digest.hexdigest(),
+            "data": tensor_digest([("inputs", ctx.train_inputs), ("labels", ctx.train_labels)]),
             "target": target,
             "max_steps": max_steps,
         }

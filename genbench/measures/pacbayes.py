@@ -22,7 +22,6 @@ Conventions shared by the family (Jiang et al. 2020, Appendix C; Dziugaite et al
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -32,7 +31,14 @@ from pydantic import Field
 from torch import nn
 
 from genbench.errors import MeasureError
-from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions, standard_error
+from genbench.measures.base import (
+    BaseMeasure,
+    Estimate,
+    MeasureContext,
+    SizeNormalizedOptions,
+    standard_error,
+    tensor_digest,
+)
 from genbench.measures.perturb import perturbable_parameters, perturbed_metrics, standard_normal_like
 from genbench.measures.weights import fold_batch_norm, layer_weights
 from genbench.schemas import Options, content_hash
@@ -90,12 +96,7 @@ _UNFINISHED = SigmaSearch(math.nan, math.nan, 0, math.nan, False, math.nan)
 
 def weights_digest(model: nn.Module) -> str:
     """sha256 of every parameter and buffer of ``model`` (names, shapes, values)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        value = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
-        digest.update(value.numpy().tobytes() if value.dtype != torch.bfloat16 else value.float().numpy().tobytes())
-    return digest.hexdigest()
+    return tensor_digest(model.state_dict().items())
 
 
 def search_key(ctx: MeasureContext, options: SigmaSearchOptions, magnitude: bool) -> str:
@@ -104,7 +105,7 @@ def search_key(ctx: MeasureContext, options: SigmaSearchOptions, magnitude: bool
         {
             "run": ctx.spec.run_id,
             "weights": weights_digest(ctx.model),
-            "labels": hashlib.sha256(ctx.train_labels.to("cpu").numpy().tobytes()).hexdigest(),
+            "labels": tensor_digest([("labels", ctx.train_labels)]),
             "device": str(ctx.device),
             "magnitude": magnitude,
             "options": search_options,
