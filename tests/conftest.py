@@ -11,6 +11,17 @@ torch.set_num_threads(2)
 FAST_TRAIN = TrainConfig(lr=0.1, schedule="constant", max_steps=3_000)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module of small tensor operations: on a few shared
+    cores, OpenMP threads waiting on each other made them many times slower (about 20× for
+    the Inception model tests). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def store_path(tmp_path):
     return tmp_path / "store"

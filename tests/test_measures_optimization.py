@@ -36,14 +36,8 @@ from measure_helpers import make_ctx, make_dataset, make_run, seeded_mlp
 FAST = settings(max_examples=15, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a few shared cores, threads waiting on each other slow small
-    networks' training and gradients down many times."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: small tensor work: one intra-op thread (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -18,14 +18,8 @@ from genbench.plugins import load_plugins
 from genbench.schemas import TrainConfig
 from genbench.training import EnsembleTrainer
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread here: on the 2 shared cores, 2 threads under contention made the
-    Inception tests about 20× slower (OpenMP threads waiting on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: small tensor work: one intra-op thread (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MODELS = load_plugins(entry_points=[]).registry("models")  # built-ins only
