@@ -196,6 +196,11 @@ def test_options_and_generator():
     ctx.generator = torch.Generator().manual_seed(0)
     again = UniformStability().compute(ctx, options)
     assert again == first
+    # and another generator state draws other pairs
+    pairs = {UniformStability().compute(
+        ctx.__class__(**{**ctx.__dict__, "generator": torch.Generator().manual_seed(seed)}), options
+    ).details["pair_0"] for seed in range(1, 6)}
+    assert len(pairs | {first.details["pair_0"]}) > 1
     normalized = UniformStability().compute(
         ctx.__class__(**{**ctx.__dict__, "generator": torch.Generator().manual_seed(0)}),
         UniformStabilityOptions(replacements=1, normalize_by_m=True),

@@ -147,10 +147,13 @@ class BaseMeasure:
     source: ClassVar[str] = ""
     log_scale: ClassVar[bool] = False
 
-    def normalized(self, value: float, ctx: MeasureContext, options: Options) -> float:
-        """``value`` normalized by m when the options ask for it (see ``SizeNormalizedOptions``)."""
+    def normalized(
+        self, value: float, ctx: MeasureContext, options: Options, log_scale: bool | None = None
+    ) -> float:
+        """``value`` normalized by m when the options ask for it (see ``SizeNormalizedOptions``);
+        ``log_scale`` overrides the class's for a measure whose scale is an option."""
         if getattr(options, "normalize_by_m", False):
-            return normalize_by_m(value, ctx.num_train, self.log_scale)
+            return normalize_by_m(value, ctx.num_train, self.log_scale if log_scale is None else log_scale)
         return value
 
     @property

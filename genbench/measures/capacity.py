@@ -18,7 +18,6 @@ from genbench.measures.base import (
     Estimate,
     MeasureContext,
     SizeNormalizedOptions,
-    normalize_by_m,
     standard_error,
     tensor_digest,
 )
@@ -299,9 +298,7 @@ class RademacherNormBound(BaseMeasure):
         )
         value = log_bound if options.log else safe_exp(log_bound)
         details = {"input_radius": radius, "depth": depth, "log_bound": log_bound}
-        if options.normalize_by_m:
-            value = normalize_by_m(value, m, log_scale=options.log)
-        return Estimate(value, details)
+        return Estimate(self.normalized(value, ctx, options, log_scale=options.log), details)
 
 
 def depth_frobenius_norms(model: nn.Module) -> list[float]:
