@@ -40,7 +40,8 @@ from genbench.measures.base import (
     tensor_digest,
 )
 from genbench.measures.perturb import perturbable_parameters, perturbed_metrics, standard_normal_like
-from genbench.measures.weights import fold_batch_norm, layer_weights
+from genbench.measures.norms import folded_weights, weight_changes
+from genbench.measures.weights import fold_batch_norm
 from genbench.schemas import Options, content_hash
 from genbench.training import derive_seed, predict
 
@@ -228,12 +229,9 @@ def sigma_search(ctx: MeasureContext, options: SigmaSearchOptions) -> SigmaSearc
 # ---------------------------------------------------------------------------
 
 
-def flat_weights(model: nn.Module) -> torch.Tensor:
-    """The weights (no biases, no batch norm) of the folded network, as one float64 vector."""
-    weights = layer_weights(model)
-    if not weights:
-        raise MeasureError("PAC-Bayes measures need a network with linear or convolutional layers")
-    return torch.cat([w.reshape(-1).cpu() for w in weights])
+def flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Per-layer weights (``norms.folded_weights``, ``norms.weight_changes``) as one vector on the CPU."""
+    return torch.cat([t.reshape(-1).cpu() for t in tensors])
 
 
 def pacbayes_bound_value(squared_norm: float, sigma: float, m: int) -> float:
@@ -301,7 +299,7 @@ class PacBayesInit(_SearchMeasure):
     requires: ClassVar[frozenset[str]] = frozenset({"train_data", "init_weights"})
 
     def value(self, ctx: MeasureContext, options: SigmaSearchOptions, sigma: float) -> float:
-        distance = flat_weights(ctx.model) - flat_weights(ctx.initial_model)
+        distance = flat(weight_changes(ctx))
         return pacbayes_bound_value(distance.pow(2).sum().item(), sigma, ctx.num_train)
 
 
@@ -316,7 +314,7 @@ class PacBayesOrig(_SearchMeasure):
     name: ClassVar[str] = "pacbayes-orig"
 
     def value(self, ctx: MeasureContext, options: SigmaSearchOptions, sigma: float) -> float:
-        return pacbayes_bound_value(flat_weights(ctx.model).pow(2).sum().item(), sigma, ctx.num_train)
+        return pacbayes_bound_value(flat(folded_weights(ctx)).pow(2).sum().item(), sigma, ctx.num_train)
 
 
 class _MagnitudeMeasure(_SearchMeasure):
@@ -351,7 +349,7 @@ class PacBayesMagInit(_MagnitudeMeasure):
     requires: ClassVar[frozenset[str]] = frozenset({"train_data", "init_weights"})
 
     def value(self, ctx: MeasureContext, options: MagnitudeSearchOptions, sigma: float) -> float:
-        distance = flat_weights(ctx.model) - flat_weights(ctx.initial_model)
+        distance = flat(weight_changes(ctx))
         return magnitude_bound_value(distance, distance, sigma, options.epsilon, ctx.num_train)
 
 
@@ -367,8 +365,8 @@ class PacBayesMagOrig(_MagnitudeMeasure):
     requires: ClassVar[frozenset[str]] = frozenset({"train_data", "init_weights"})
 
     def value(self, ctx: MeasureContext, options: MagnitudeSearchOptions, sigma: float) -> float:
-        weights = flat_weights(ctx.model)
-        distance = weights - flat_weights(ctx.initial_model)
+        weights = flat(folded_weights(ctx))
+        distance = flat(weight_changes(ctx))
         return magnitude_bound_value(weights, distance, sigma, options.epsilon, ctx.num_train)
 
 
