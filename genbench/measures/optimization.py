@@ -138,11 +138,14 @@ def crossing_details(history: LossHistory, thresholds: list[float]) -> dict[str,
     return details
 
 
-class StepsToFitOptions(Options):
-    loss_threshold: float = Field(0.1, gt=0, description="training cross-entropy to reach")
+class RetrainBudgetOptions(Options):
     max_steps: int | None = Field(
         None, gt=0, description="step budget of a retraining (None: the recipe's max_steps)"
     )
+
+
+class StepsToFitOptions(RetrainBudgetOptions):
+    loss_threshold: float = Field(0.1, gt=0, description="training cross-entropy to reach")
 
 
 class StepsToFit(BaseMeasure):
@@ -174,12 +177,9 @@ class StepsToFit(BaseMeasure):
         return Estimate(value, crossing_details(history, [options.loss_threshold]))
 
 
-class StepsBetweenOptions(Options):
+class StepsBetweenOptions(RetrainBudgetOptions):
     start: float = Field(0.1, gt=0, description="training cross-entropy where counting starts")
     end: float = Field(0.01, gt=0, description="training cross-entropy where counting stops")
-    max_steps: int | None = Field(
-        None, gt=0, description="step budget of a retraining (None: the recipe's max_steps)"
-    )
 
 
 class StepsBetween(BaseMeasure):
