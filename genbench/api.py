@@ -93,8 +93,16 @@ def evaluate(
         run_ids = [r.run_id for r in runs]
     elif not target.run_ids():
         raise StoreError(f"store {target.root} has no runs; train some with `genbench run` or pass a spec")
-    values = engine.evaluate(resolved, run_ids)
-    return pd.DataFrame([v.model_dump() for v in values])
+    summary = engine.evaluate_summary(resolved, run_ids)
+    return new_values(target, summary.values)
+
+
+def new_values(store: Store, values: list) -> pd.DataFrame:
+    """The rows of ``store.measure_values()`` for ``values`` (MeasureValue records just stored)."""
+    frame = store.measure_values()
+    keys = {(v.run_id, v.measure, v.version, v.options_hash) for v in values}
+    chosen = [key in keys for key in zip(frame["run_id"], frame["measure"], frame["version"], frame["options_hash"])]
+    return frame[chosen].reset_index(drop=True)
 
 
 def measure_kinds() -> tuple[dict[str, str], dict[str, str]]:

@@ -280,21 +280,38 @@ def format_validation_error(exc: ValidationError) -> str:
 RunStatus = Literal["converged", "budget", "diverged", "early-stopped"]
 
 
-class RunResult(BaseModel):
-    """What training one RunSpec produced. ``gap`` = train accuracy − clean test accuracy."""
+class TrainingRecord(BaseModel):
+    """How training one network ended: the record the trainer returns (``MemberOutcome``), the store
+    keeps (``RunResult``) and a measure reads (``MeasureContext.training_log``) — never test data.
+
+    ``status``: "converged" (reached the stopping criterion), "budget" (spent ``max_steps``),
+    "diverged" (a non-finite loss) or "early-stopped"; ``loss_curve``: (step, epoch-mean
+    minibatch cross-entropy) per epoch; ``steps_to_fit``: the step it converged at (else None)."""
 
     model_config = JSON_CONFIG
-    run_id: str
     status: RunStatus
-    train_accuracy: float
-    train_loss: float
-    test_accuracy: float
-    test_loss: float
-    gap: float
     steps: int
     epochs: float
     steps_to_fit: int | None
+    train_accuracy: float
+    train_loss: float
     loss_curve: list[tuple[int, float]] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, record: "TrainingRecord") -> "TrainingRecord":
+        """The training record alone, out of a ``RunResult`` or a ``MemberOutcome``."""
+        return cls(**{name: getattr(record, name) for name in cls.model_fields})
+
+
+class RunResult(TrainingRecord):
+    """What training one RunSpec produced: its training record, then what was measured on the
+    test set and the run's facts. ``gap`` = train accuracy − clean test accuracy."""
+
+    model_config = JSON_CONFIG
+    run_id: str
+    test_accuracy: float
+    test_loss: float
+    gap: float
     wall_time: float
     device: str
     num_train: int
@@ -306,10 +323,25 @@ class RunResult(BaseModel):
         default_factory=dict, description="model-specific numbers, e.g. a closed-form fit's residual or RKHS norm"
     )
     genbench_version: str
+    labels_uninformative: bool | None = Field(
+        None,
+        description="whether the training labels carry no information about the inputs (a corruption that is "
+        "uninformative at p_c = 1, at p_c = 1): where a capability score must be 0; None in stores written "
+        "before it was recorded",
+    )
+
+
+ValueStatus = Literal["ok", "failed", "skipped"]
+MeasureKind = Literal["complexity", "capability"]
 
 
 class MeasureValue(BaseModel):
-    """One measure evaluated on one run; NaN value with ``error`` set when it failed."""
+    """One measure evaluated on one run.
+
+    ``status``: "ok"; "failed" (NaN value, ``error`` says why; computed again next time); or
+    "skipped" (the measure does not apply to the run, e.g. it diverged; ``error`` says why; not
+    computed again). ``kind`` and ``default_options`` (whether ``options`` are the measure's
+    defaults) are recorded so that scoring needs nothing but the store."""
 
     model_config = JSON_CONFIG
     run_id: str
@@ -323,6 +355,19 @@ class MeasureValue(BaseModel):
     details: dict[str, float | int | str | None] = Field(
         default_factory=dict, description="what the measure reports beside its value (standard error, σ found, …)"
     )
+    status: ValueStatus = "ok"
+    kind: MeasureKind | None = None
+    default_options: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _status_from_error(cls, data: Any) -> Any:
+        """Without a status, a value with an error has failed; an "ok" value has no error."""
+        if isinstance(data, dict) and data.get("status") is None:
+            data = {**data, "status": "failed" if data.get("error") else "ok"}
+        if isinstance(data, dict) and data.get("status") == "ok" and data.get("error"):
+            raise ValueError("a value with an error cannot have status 'ok'")
+        return data
 
 
 class MeasureScore(BaseModel):

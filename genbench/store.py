@@ -53,9 +53,18 @@ CREATE TABLE IF NOT EXISTS measure_values (
     error TEXT,
     created_at REAL NOT NULL,
     details_json TEXT,
+    status TEXT,
+    kind TEXT,
+    default_options INTEGER,
     PRIMARY KEY (run_id, measure, version, options_hash)
 );
 """
+
+#: Columns added to measure_values after the first release: (name, SQL type). Older stores gain
+#: them empty; an empty status reads as "ok" without an error and "failed" with one.
+ADDED_VALUE_COLUMNS = (("details_json", "TEXT"), ("status", "TEXT"), ("kind", "TEXT"), ("default_options", "INTEGER"))
+#: A stored value that need not be computed again.
+DONE = "(status IN ('ok', 'skipped') OR (status IS NULL AND error IS NULL))"
 
 
 def default_root() -> Path:
@@ -94,11 +103,13 @@ class Store:
             raise StoreError(f"store {self.root} has schema version {row[0]}; this genbench reads {SCHEMA_VERSION}")
 
     def _add_missing_columns(self) -> None:
-        """Stores written before ``details_json`` existed gain the column (empty), keeping their values."""
+        """Stores written before a column of ``ADDED_VALUE_COLUMNS`` existed gain it (empty), keeping their values."""
         columns = {row[1] for row in self._connection.execute("PRAGMA table_info(measure_values)")}
-        if "details_json" not in columns:
+        missing = [(name, kind) for name, kind in ADDED_VALUE_COLUMNS if name not in columns]
+        if missing:
             with self._connection:
-                self._connection.execute("ALTER TABLE measure_values ADD COLUMN details_json TEXT")
+                for name, kind in missing:
+                    self._connection.execute(f"ALTER TABLE measure_values ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self._connection.close()
@@ -215,7 +226,8 @@ class Store:
         with self._connection:
             self._connection.execute(
                 "INSERT OR REPLACE INTO measure_values (run_id, measure, version, options_hash, options_json, "
-                "value, seconds, error, created_at, details_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "value, seconds, error, created_at, details_json, status, kind, default_options) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     value.run_id,
                     value.measure,
@@ -227,24 +239,46 @@ class Store:
                     value.error,
                     time.time(),
                     json.dumps(value.details, sort_keys=True) if value.details else None,
+                    value.status,
+                    value.kind,
+                    None if value.default_options is None else int(value.default_options),
                 ),
             )
 
     def has_measure_value(self, run_id: str, measure: str, version: str, options_hash: str) -> bool:
         row = self._connection.execute(
-            "SELECT 1 FROM measure_values WHERE run_id=? AND measure=? AND version=? AND options_hash=? "
-            "AND error IS NULL",
+            f"SELECT 1 FROM measure_values WHERE run_id=? AND measure=? AND version=? AND options_hash=? AND {DONE}",
             (run_id, measure, version, options_hash),
         ).fetchone()
         return row is not None
 
     def measure_values(self) -> pd.DataFrame:
-        """One row per (run, measure, version, options): value, seconds, error, details (JSON)."""
+        """One row per (run, measure, version, options), in the order they were stored: ``options``
+        and ``details`` as dicts, ``value`` (NaN unless ``status`` is "ok"), ``seconds``, ``error``,
+        ``status``, ``kind`` and ``default_options`` (None where an older store did not record them)."""
         frame = pd.read_sql_query(
-            "SELECT run_id, measure, version, options_hash, options_json, value, seconds, error, created_at, "
-            "details_json "
-            "FROM measure_values ORDER BY created_at",
+            "SELECT run_id, measure, version, options_hash, options_json, value, seconds, error, status, kind, "
+            "default_options, details_json, created_at FROM measure_values ORDER BY created_at",
             self._connection,
         )
-        frame["value"] = frame["value"].astype(float)
-        return frame
+        return measure_value_frame(frame)
+
+
+VALUE_COLUMNS = [
+    "run_id", "measure", "version", "options_hash", "options", "value", "seconds", "error", "status", "kind",
+    "default_options", "details", "created_at",
+]
+
+
+def measure_value_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The store's measure_values rows as the API's frame (see ``Store.measure_values``)."""
+    out = frame.drop(columns=["options_json", "details_json"])
+    out["options"] = [json.loads(text) for text in frame["options_json"]]
+    out["details"] = [json.loads(text) if isinstance(text, str) else {} for text in frame["details_json"]]
+    out["value"] = frame["value"].astype(float)
+    failed = frame["error"].notna()
+    out["status"] = [s if isinstance(s, str) else ("failed" if f else "ok") for s, f in zip(frame["status"], failed)]
+    out["default_options"] = [None if pd.isna(d) else bool(d) for d in frame["default_options"]]
+    out["kind"] = [k if isinstance(k, str) else None for k in frame["kind"]]
+    out["error"] = [e if isinstance(e, str) else None for e in frame["error"]]
+    return out[VALUE_COLUMNS]

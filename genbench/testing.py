@@ -39,7 +39,7 @@ build either gives a module whose logits are [batch, classes] and finite, or rai
 ``GenbenchError`` (such as ``SpecError``) that says why. For a model that declares
 ``vmappable`` it checks that a vmapped pair of copies equals the copies one at a time in
 eval mode, and that the pair trains under ``vmap`` in train mode as the trainer runs it
-(randomness "different", gradients); where ``genbench.stacked_forward`` applies, that its
+(randomness "different", gradients); where ``genbench.training.stacked_forward`` applies, that its
 logits equal the copies' too. Closed-form models (``closed_form = True``) get the
 metadata checks only.
 """
@@ -63,9 +63,9 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from genbench.errors import GenbenchError
-from genbench.measures.base import REQUIREMENTS, Estimate, MeasureContext
+from genbench.measures.base import DECLARED_FIELDS, REQUIREMENTS, Estimate, MeasureContext, Undeclared
 from genbench.schemas import ComponentRef, CorruptionSpec, Options, RunSpec, TrainConfig
-from genbench.stacked_forward import stacked_forward, stacked_plan
+from genbench.training.stacked_forward import stacked_forward, stacked_plan
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
 KINDS = ("complexity", "capability")
@@ -131,39 +131,6 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-class _Undeclared:
-    """Stands in for a context field the measure did not declare in ``requires``: any use
-    raises, and is remembered in case the measure catches the error."""
-
-    def __init__(self, measure: str, field: str, requirement: str) -> None:
-        self._message = f"measure {measure!r}: reads ctx.{field} without declaring {requirement!r} in requires"
-        self._used = False
-
-    def _use(self) -> ConformanceError:
-        object.__setattr__(self, "_used", True)
-        return ConformanceError(self._message)
-
-    def __getattr__(self, attribute: str) -> Any:
-        if attribute.startswith("__"):  # protocols probed by copy, pickle, …: not a use
-            raise AttributeError(attribute)
-        raise self._use()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._use()
-
-    def __iter__(self):
-        raise self._use()
-
-    def __len__(self) -> int:
-        raise self._use()
-
-    def __bool__(self) -> bool:
-        raise self._use()
-
-    def __deepcopy__(self, memo: dict) -> _Undeclared:  # copying the context is not a use
-        return self
-
-
 @lru_cache(maxsize=1)
 def _check_runs() -> tuple[Any, list[tuple[RunSpec, Any]]]:
     """The engine and the trained runs ``check_measure`` computes on (trained once per process)."""
@@ -187,17 +154,13 @@ def _check_runs() -> tuple[Any, list[tuple[RunSpec, Any]]]:
     return engine, list(engine.store.iter_runs([run.run_id for run in runs]))
 
 
-def _context(engine: Any, run: RunSpec, result: Any, measure: Any) -> tuple[MeasureContext, list[_Undeclared]]:
-    """The engine's context for ``run``, with the training data copied (a measure that
-    writes to it must not spoil the later checks) and stand-ins for undeclared fields."""
-    ctx = engine.context(run, result, measure.name)
+def _context(engine: Any, run: RunSpec, result: Any, measure: Any) -> tuple[MeasureContext, list[Undeclared]]:
+    """The engine's context for ``run`` (a fresh run cache), with the training data copied (a
+    measure that writes to it must not spoil the later checks) and stand-ins for undeclared
+    fields that raise ConformanceError."""
+    ctx = engine.context(run, result, measure, stand_in_error=ConformanceError)
     ctx.train_inputs, ctx.train_labels = ctx.train_inputs.clone(), ctx.train_labels.clone()
-    stand_ins = []
-    for field, requirement in (("retrainer", "retrain"), ("initial_model", "init_weights"), ("training_log", "training_log")):
-        if requirement not in measure.requires:
-            stand_in = _Undeclared(measure.name, field, requirement)
-            setattr(ctx, field, stand_in)
-            stand_ins.append(stand_in)
+    stand_ins = [getattr(ctx, name) for name, _ in DECLARED_FIELDS if isinstance(getattr(ctx, name), Undeclared)]
     return ctx, stand_ins
 
 
@@ -284,13 +247,13 @@ def _checked_compute(where: str, engine: Any, run: RunSpec, result: Any, measure
     except ConformanceError:
         raise
     except Exception as exc:  # noqa: BLE001 - reported as the broken rule
-        used = next((s for s in stand_ins if s._used), None)
+        used = next((s for s in stand_ins if s.used), None)
         if used is not None:
-            raise ConformanceError(used._message) from None
+            raise ConformanceError(used.message) from None
         _fail(where, f"compute raised {_first_line(exc)}")
-    used = next((s for s in stand_ins if s._used), None)
+    used = next((s for s in stand_ins if s.used), None)
     if used is not None:  # the measure caught the stand-in's error and went on
-        raise ConformanceError(used._message)
+        raise ConformanceError(used.message)
     value = _value(where, outcome)
     if not math.isfinite(value):
         _fail(where, f"gave {value}; on a fitted network a measure's value must be finite")
@@ -388,4 +351,4 @@ def _check_vmappable(where: str, module: nn.Module, x: torch.Tensor, generator: 
         with torch.no_grad():
             ours = stacked_forward(plan, {k: v.detach() for k, v in params.items()}, pair)
         if not torch.allclose(ours, alone, rtol=1e-4, atol=1e-5):
-            _fail(where, "genbench.stacked_forward gives other logits than the copies one at a time")
+            _fail(where, "genbench.training.stacked_forward gives other logits than the copies one at a time")

@@ -14,7 +14,7 @@ from torch import nn
 
 from genbench.datasets import Dataset
 from genbench.engine import Retrainer
-from genbench.measures.base import MeasureContext, TrainingLog
+from genbench.measures.base import MeasureContext, RetrainJob, TrainingLog
 from genbench.schemas import ComponentRef, CorruptionSpec, RunSpec, TrainConfig
 
 CPU = torch.device("cpu")
@@ -103,25 +103,47 @@ def seeded_mlp(widths: list[int], seed: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class RecordingRetrainer:
-    """Wraps a real Retrainer and records what a measure asked it to train."""
+def train_networks(retrainer, labels, seeds, num_classes=None, train_indices=None, train=None) -> list:
+    """``retrainer.train`` of one job per row of ``labels`` [M, n] with ``seeds`` (and rows of
+    ``train_indices``): the ``Retrained`` networks, in order."""
+    jobs = [
+        RetrainJob(
+            labels=labels[i],
+            seed=seed,
+            train_indices=None if train_indices is None else train_indices[i],
+            num_classes=num_classes,
+            train=train,
+        )
+        for i, seed in enumerate(seeds)
+    ]
+    return retrainer.train(jobs)
 
-    def __init__(self, inner: Retrainer) -> None:
+
+class RecordingRetrainer:
+    """Wraps a real Retrainer and records what a measure asked it to train, one entry per call:
+    the jobs, their labels [M, n], seeds, classes, training rows [M, m] (or None) and recipe
+    (of the first job), and the networks it returned (``models``: the modules)."""
+
+    def __init__(self, inner) -> None:
         self.inner = inner
         self.calls: list[dict] = []
 
-    def fit(self, labels, seeds, num_classes=None, train_indices=None, inputs=None):
-        models = self.inner.fit(labels, seeds, num_classes=num_classes, train_indices=train_indices, inputs=inputs)
+    def train(self, jobs):
+        networks = self.inner.train(jobs)
+        indices = [job.train_indices for job in jobs]
         self.calls.append(
             dict(
-                labels=labels.clone(),
-                seeds=list(seeds),
-                num_classes=num_classes,
-                train_indices=None if train_indices is None else train_indices.clone(),
-                models=models,
+                jobs=list(jobs),
+                labels=torch.stack([job.labels for job in jobs]).clone(),
+                seeds=[job.seed for job in jobs],
+                num_classes=jobs[0].num_classes,
+                train_indices=None if all(i is None for i in indices) else torch.stack(indices).clone(),
+                train=jobs[0].train,
+                networks=networks,
+                models=[network.model for network in networks],
             )
         )
-        return models
+        return networks
 
     def predict(self, model, inputs):
         return self.inner.predict(model, inputs)

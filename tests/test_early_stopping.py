@@ -4,7 +4,7 @@ import torch
 
 from genbench.corruptions import corrupt_labels
 from genbench.datasets import Digits, DigitsOptions
-from genbench.early_stopping import held_out_size, validation_split
+from genbench.training.early_stopping import held_out_size, validation_split
 from genbench.models.mlp import MLPOptions, MultilayerPerceptron
 from genbench.schemas import ComponentRef, ExperimentSpec, RunResult, TrainConfig
 from genbench.training import EnsembleTrainer

@@ -28,7 +28,7 @@ def hand_grid() -> tuple[pd.DataFrame, pd.DataFrame]:
     for measure, values in measures.items():
         for i, value in enumerate(values):
             rows.append(
-                dict(run_id=f"r{i}", measure=measure, version="1", options_hash="h", options_json="{}",
+                dict(run_id=f"r{i}", measure=measure, version="1", options_hash="h", options={},
                      value=value, seconds=0.01, error=None, created_at=float(i))
             )
     return runs, pd.DataFrame(rows)

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from genbench.engine import RetrainingBatch
 from genbench.measures.base import SizeNormalizedOptions
 from genbench.measures.capability import (
     CrossValidation,
@@ -35,6 +36,7 @@ from measure_helpers import (
     RecordingRetrainer,
     linear_layers,
     make_ctx,
+    make_dataset,
     make_run,
     numpy_mlp,
     seeded_mlp,
@@ -402,35 +404,17 @@ def rademacher_inputs(seed: int = 1, n: int = 24) -> torch.Tensor:
     return torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture
-def fresh_rademacher_cache(monkeypatch):
-    monkeypatch.setattr(EmpiricalRademacher, "_cache", {})
-
-
 def recorded_rademacher(hidden: list[int], train: TrainConfig, options: RademacherOptions | None = None) -> dict:
     """One real estimate on 24 random points in R⁴, with the retrainer's fits recorded."""
-    saved = EmpiricalRademacher._cache
-    EmpiricalRademacher._cache = {}
-    try:
-        x = rademacher_inputs()
-        run = make_run(hidden, train)
-        model = MultilayerPerceptron().build((4,), 2, MLPOptions(hidden=hidden))
-        ctx = make_ctx(model, x, torch.zeros(24, dtype=torch.long), 2, run=run)
-        recorder = RecordingRetrainer(ctx.retrainer)
-        ctx.retrainer = recorder
-        options = options or RademacherOptions()
-        estimate = EmpiricalRademacher().compute(ctx, options)
-        return dict(
-            value=estimate.value,
-            estimate=estimate,
-            recorder=recorder,
-            x=x,
-            run=run,
-            options=options,
-            cache=EmpiricalRademacher._cache,
-        )
-    finally:
-        EmpiricalRademacher._cache = saved
+    x = rademacher_inputs()
+    run = make_run(hidden, train)
+    model = MultilayerPerceptron().build((4,), 2, MLPOptions(hidden=hidden))
+    ctx = make_ctx(model, x, torch.zeros(24, dtype=torch.long), 2, run=run)
+    recorder = RecordingRetrainer(ctx.retrainer)
+    ctx.retrainer = recorder
+    options = options or RademacherOptions()
+    estimate = EmpiricalRademacher().compute(ctx, options)
+    return dict(value=estimate.value, estimate=estimate, recorder=recorder, x=x, run=run, options=options)
 
 
 @pytest.fixture(scope="module")
@@ -524,7 +508,7 @@ def test_rademacher_two_classes_equal_sign_labelings():
     assert binary["value"] == pytest.approx(float(np.mean(correlations_from_sign_draws(binary))), abs=1e-12)
 
 
-def test_rademacher_classes_none_uses_the_dataset_classes(fresh_rademacher_cache):
+def test_rademacher_classes_none_uses_the_dataset_classes():
     x = rademacher_inputs()
     run = make_run([2], TrainConfig(lr=0.1, schedule="constant", max_steps=3))
     model = MultilayerPerceptron().build((4,), 5, MLPOptions(hidden=[2]))
@@ -536,7 +520,7 @@ def test_rademacher_classes_none_uses_the_dataset_classes(fresh_rademacher_cache
     assert int(recorder.calls[0]["labels"].max()) <= 4
 
 
-def test_rademacher_standard_error_is_nan_with_one_draw(fresh_rademacher_cache):
+def test_rademacher_standard_error_is_nan_with_one_draw():
     x = rademacher_inputs()
     run = make_run([2], TrainConfig(lr=0.1, schedule="constant", max_steps=3))
     model = MultilayerPerceptron().build((4,), 2, MLPOptions(hidden=[2]))
@@ -565,37 +549,63 @@ def test_rademacher_smaller_for_a_class_that_cannot_memorize(weak_rademacher, me
     assert abs(value) < 1.0
 
 
-def test_rademacher_cache_shared_across_runs(memorizing_rademacher, monkeypatch):
-    monkeypatch.setattr(EmpiricalRademacher, "_cache", memorizing_rademacher["cache"])
-    x = memorizing_rademacher["x"].clone()  # equal inputs, another tensor
-    # another run (other seed, other trained model and labels) of the same architecture and recipe
-    run = memorizing_rademacher["run"].model_copy(update={"seed": 5})
+def _rademacher_batch(contexts, options_list):
+    """Every context's rademacher jobs in one RetrainingBatch, trained; (batch, values)."""
+    batch = RetrainingBatch(torch.device("cpu"))
+    measure = EmpiricalRademacher()
+    tickets = [
+        batch.add(ctx.spec, make_dataset(ctx.train_inputs, ctx.train_labels, ctx.num_classes), measure.jobs(ctx, options))
+        for ctx, options in zip(contexts, options_list)
+    ]
+    batch.train()
+    values = [measure.finish(ctx, options, batch.networks(ticket)) for ctx, options, ticket in zip(contexts, options_list, tickets)]
+    return batch, values
+
+
+def test_rademacher_jobs_of_runs_on_equal_inputs_are_trained_once(memorizing_rademacher):
+    x = memorizing_rademacher["x"]
+    options = memorizing_rademacher["options"]
+    # another run (other seed, other trained model and labels) of the same architecture and recipe,
+    # on equal inputs held in another tensor
+    other_run = memorizing_rademacher["run"].model_copy(update={"seed": 5})
     torch.manual_seed(123)
     model = MultilayerPerceptron().build((4,), 2, MLPOptions(hidden=[64]))
-    ctx = make_ctx(model, x, torch.ones(24, dtype=torch.long), 2, run=run)
-    recorder = RecordingRetrainer(ctx.retrainer)
-    ctx.retrainer = recorder
-    assert EmpiricalRademacher().compute(ctx, memorizing_rademacher["options"]) == memorizing_rademacher["estimate"]
-    assert recorder.calls == []  # served from the cache, nothing retrained
+    first = make_ctx(model, x, torch.zeros(24, dtype=torch.long), 2, run=memorizing_rademacher["run"])
+    second = make_ctx(model, x.clone(), torch.ones(24, dtype=torch.long), 2, run=other_run)
+    batch, values = _rademacher_batch([first, second], [options, options])
+    assert batch.distinct_jobs == options.draws  # one network per draw, shared by both runs
+    assert values[0] == values[1] == memorizing_rademacher["estimate"]
 
 
-def test_rademacher_cache_misses_on_other_inputs_or_options(fresh_rademacher_cache):
+def test_rademacher_jobs_differ_on_other_inputs_or_options():
     train = TrainConfig(lr=0.1, schedule="constant", max_steps=3)
     run = make_run([1], train)
     model = MultilayerPerceptron().build((4,), 2, MLPOptions(hidden=[1]))
+    one = RademacherOptions(draws=1)
+    variants = [
+        (rademacher_inputs(1), one),
+        (rademacher_inputs(1), one),
+        (rademacher_inputs(2), one),
+        (rademacher_inputs(1), RademacherOptions(draws=1, seed=1)),
+        (rademacher_inputs(1), RademacherOptions(draws=1, classes=3)),
+    ]
+    contexts = [make_ctx(model, x, torch.zeros(len(x), dtype=torch.long), 2, run=run) for x, _ in variants]
+    batch, _ = _rademacher_batch(contexts, [options for _, options in variants])
+    assert batch.distinct_jobs == 4  # the first two are the same job
 
-    def fits(x, options):
-        ctx = make_ctx(model, x, torch.zeros(len(x), dtype=torch.long), 2, run=run)
-        recorder = RecordingRetrainer(ctx.retrainer)
-        ctx.retrainer = recorder
-        EmpiricalRademacher().compute(ctx, options)
-        return len(recorder.calls)
 
-    assert fits(rademacher_inputs(1), RademacherOptions(draws=1)) == 1
-    assert fits(rademacher_inputs(1), RademacherOptions(draws=1)) == 0
-    assert fits(rademacher_inputs(2), RademacherOptions(draws=1)) == 1
-    assert fits(rademacher_inputs(1), RademacherOptions(draws=1, seed=1)) == 1
-    assert fits(rademacher_inputs(1), RademacherOptions(draws=1, classes=3)) == 1
+def blobs(seed: int, n: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two Gaussian blobs in R², centres (−5, −5) and (5, 5), unit variance."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 2, generator=g) + (y[:, None].float() * 2 - 1) * 5.0
+    return x, y
+
+
+def cv_context(x, y, seed, hidden=(16,)):
+    run = make_run(list(hidden), CV_TRAIN, seed=seed)
+    model = MultilayerPerceptron().build((2,), 2, MLPOptions(hidden=list(hidden)))
+    return make_ctx(model, x, y, 2, run=run)
 
 
 # ---------------------------------------------------------------------------

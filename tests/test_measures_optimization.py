@@ -3,7 +3,6 @@ a real retraining) and the minibatch gradient noise (against numpy per-batch gra
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 
@@ -14,9 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import genbench.measures.optimization as optimization
-from genbench.engine import Retrainer
-from genbench.measures.base import TrainingLog
+from genbench.engine import Retrainer, RetrainingBatch
 from genbench.measures.optimization import (
     GradientNoise,
     GradientNoiseOptions,
@@ -31,7 +28,7 @@ from genbench.measures.optimization import (
 )
 from genbench.plugins import load_plugins
 from genbench.schemas import TrainConfig
-from measure_helpers import make_ctx, make_dataset, make_run, seeded_mlp
+from measure_helpers import RecordingRetrainer, make_ctx, make_dataset, make_run, seeded_mlp, train_networks
 
 FAST = settings(max_examples=15, deadline=None)
 
@@ -40,38 +37,18 @@ FAST = settings(max_examples=15, deadline=None)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_retraining_cache():
-    optimization._RETRAINED.clear()
-    yield
-    optimization._RETRAINED.clear()
-
-
 class NoRetraining:
     """A retrainer that must not be used."""
 
-    def fit_with_outcomes(self, *args, **kwargs):
+    def train(self, jobs):
         raise AssertionError("the measure retrained although the recorded curve was enough")
-
-
-class CountingRetrainer:
-    """A real Retrainer that counts its calls and keeps what it returned."""
-
-    def __init__(self, inner: Retrainer) -> None:
-        self.inner = inner
-        self.calls: list[dict] = []
-
-    def fit_with_outcomes(self, labels, seeds, train=None, **kwargs):
-        result = self.inner.fit_with_outcomes(labels, seeds, train=train, **kwargs)
-        self.calls.append({"labels": labels.clone(), "seeds": list(seeds), "train": train, "result": result})
-        return result
 
 
 def tiny_ctx(curve, status="converged", steps=None, retrainer=None):
     model = seeded_mlp([2, 4, 2], 0)
     ctx = make_ctx(model, torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]), 2)
-    ctx.training_log = dataclasses.replace(
-        ctx.training_log, loss_curve=list(curve), status=status, steps=steps if steps is not None else curve[-1][0]
+    ctx.training_log = ctx.training_log.model_copy(
+        update={"loss_curve": list(curve), "status": status, "steps": steps if steps is not None else curve[-1][0]}
     )
     ctx.retrainer = retrainer if retrainer is not None else NoRetraining()
     return ctx
@@ -152,11 +129,11 @@ def recorded_run(x, y, train: TrainConfig, seed: int = 3):
     """A run trained with the recipe (stopped at 100 % training accuracy) and its context."""
     run = make_run([8], train=train, seed=seed)
     retrainer = Retrainer(run, make_dataset(x, y, 2), torch.device("cpu"))
-    [(model, outcome)] = retrainer.fit_with_outcomes(y[None], [seed])
-    ctx = make_ctx(model, x, y, 2, run=run)
-    ctx.training_log = TrainingLog.of(outcome)
-    ctx.retrainer = CountingRetrainer(retrainer)
-    return ctx, outcome
+    [network] = train_networks(retrainer, y[None], [seed])
+    ctx = make_ctx(network.model, x, y, 2, run=run)
+    ctx.training_log = network.log
+    ctx.retrainer = RecordingRetrainer(retrainer)
+    return ctx, network.log
 
 
 def test_retraining_continues_the_recorded_curve_and_is_shared():
@@ -166,13 +143,20 @@ def test_retraining_continues_the_recorded_curve_and_is_shared():
     assert outcome.status == "converged"
     assert all(loss > 0.01 for _, loss in outcome.loss_curve)  # the recorded curve stops short of 0.01
 
-    between = StepsBetween().compute(ctx, StepsBetweenOptions())
-    to_fit = StepsToFit().compute(ctx, StepsToFitOptions())
-    assert len(ctx.retrainer.calls) == 1  # one retraining, shared by both measures
+    # both measures ask for the same job: the evaluate stage's batch trains it once
+    batch = RetrainingBatch(torch.device("cpu"))
+    dataset = make_dataset(x, y, 2)
+    measures = [(StepsBetween(), StepsBetweenOptions()), (StepsToFit(), StepsToFitOptions())]
+    tickets = [batch.add(ctx.spec, dataset, measure.jobs(ctx, options)) for measure, options in measures]
+    assert batch.distinct_jobs == 1
+    batch.train()
+    between, to_fit = (measure.finish(ctx, options, batch.networks(t)) for (measure, options), t in zip(measures, tickets))
+    # and each measure alone retrains through ctx.retrainer, to the same value
+    assert StepsBetween().compute(ctx, StepsBetweenOptions()) == between
     call = ctx.retrainer.calls[0]
     assert call["seeds"] == [ctx.spec.seed] and torch.equal(call["labels"][0], y)
     assert call["train"].stop == "loss" and call["train"].loss_threshold == 0.01
-    [(_, retrained)] = call["result"]
+    retrained = call["networks"][0].log
 
     # same seed, same recipe: the retraining repeats the recorded run, then goes on
     recorded_curve = outcome.loss_curve

@@ -46,13 +46,11 @@ MODELS = load_plugins(entry_points=[]).registry("models")
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache_one_thread():
-    pacbayes.clear_search_cache()
+def _one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-    pacbayes.clear_search_cache()
 
 
 def numpy_kl(q: float, p: float) -> float:
@@ -328,7 +326,7 @@ def test_search_is_cached_and_shared(monkeypatch):
     assert calls == ["SigmaSearchOptions", "MagnitudeSearchOptions"]
     PacBayesFlatness().compute(ctx, SigmaSearchOptions(draws=3, max_steps=4, target_drop=0.2))
     assert len(calls) == 3  # other search options: a new search
-    # other weights under the same run id: a new search
+    # another run's context (here: other weights, same run id) has its own cache: a new search
     other = copy.deepcopy(model)
     with torch.no_grad():
         other[1].weight.mul_(1.5)
@@ -340,7 +338,6 @@ def test_search_is_reproducible_across_measure_generators():
     model, initial, inputs, labels = trained_pair()
     options = SigmaSearchOptions(draws=3, max_steps=5)
     first = PacBayesFlatness().compute(make_ctx(model, inputs, labels, 3, initial=initial), options)
-    pacbayes.clear_search_cache()
     ctx = make_ctx(model, inputs, labels, 3, initial=initial)
     ctx.generator.manual_seed(12345)  # the search does not depend on the measure's generator
     second = PacBayesFlatness().compute(ctx, options)
@@ -486,7 +483,7 @@ def test_early_stopped_steps_take_the_same_path_as_full_evaluations(monkeypatch)
 
     monkeypatch.setattr(pacbayes.NoisyTraining, "step", recording(True))
     with_early_stop = PacBayesFlatness().compute(ctx, options)
-    pacbayes.clear_search_cache()
+    ctx.cache.clear()  # the search is cached per run: search again
     monkeypatch.setattr(pacbayes.NoisyTraining, "step", recording(False))
     without = PacBayesFlatness().compute(ctx, options)
     assert without == with_early_stop

@@ -15,33 +15,10 @@ from hypothesis import strategies as st
 from genbench.engine import Retrainer
 from genbench.measures.stability import UniformStability, UniformStabilityOptions, replacement_pairs
 from genbench.schemas import TrainConfig
-from measure_helpers import CPU, make_ctx, make_dataset, make_run, numpy_mlp
+from measure_helpers import CPU, RecordingRetrainer, make_ctx, make_dataset, make_run, numpy_mlp, train_networks
 
 TRAIN = TrainConfig(lr=0.1, schedule="constant", max_steps=60, batch_size=8)
 SEED = 7
-
-
-class RecordingRetrainer:
-    """A real Retrainer that records what ``fit_with_outcomes`` was asked to train."""
-
-    def __init__(self, inner: Retrainer) -> None:
-        self.inner = inner
-        self.calls: list[dict] = []
-
-    def fit_with_outcomes(self, labels, seeds, num_classes=None, train_indices=None, inputs=None, train=None):
-        fitted = self.inner.fit_with_outcomes(labels, seeds, num_classes, train_indices, inputs, train)
-        self.calls.append(
-            dict(labels=labels.clone(), seeds=list(seeds), num_classes=num_classes,
-                 train_indices=None if train_indices is None else train_indices.clone(),
-                 models=[model for model, _ in fitted])
-        )
-        return fitted
-
-    def fit(self, *args, **kwargs):
-        return [model for model, _ in self.fit_with_outcomes(*args, **kwargs)]
-
-    def predict(self, model, inputs):
-        return self.inner.predict(model, inputs)
 
 
 def toy_data(n: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +30,7 @@ def trained_context(x: torch.Tensor, y: torch.Tensor, hidden=(8,), seed: int = S
     """A context whose model is the run's own training: the Retrainer with the run's seed."""
     run = make_run(list(hidden), TRAIN, seed=seed)
     retrainer = Retrainer(run, make_dataset(x, y, 3), CPU)
-    model = retrainer.fit(y[None], [seed])[0]
+    model = train_networks(retrainer, y[None], [seed])[0].model
     ctx = make_ctx(model, x, y, 3, run=run)
     return ctx
 
@@ -88,10 +65,10 @@ def test_retraining_on_the_unmodified_set_reproduces_the_runs_model():
     x, y = toy_data()
     ctx = trained_context(x, y)
     # alone, and inside an ensemble next to replaced sets, as the measure trains
-    alone = ctx.retrainer.fit(y[None], [SEED])[0]
+    alone = train_networks(ctx.retrainer, y[None], [SEED])[0].model
     rows = torch.arange(len(x)).repeat(3, 1)
     rows[1, 4], rows[2, 9] = 11, 0
-    in_ensemble = ctx.retrainer.fit(y.expand(3, -1), [SEED] * 3, train_indices=rows)[0]
+    in_ensemble = train_networks(ctx.retrainer, y.expand(3, -1), [SEED] * 3, train_indices=rows)[0].model
     assert same_weights(alone, ctx.model)
     # an ensemble batches its members through vmap, a run alone does not: equal to rounding
     assert close_weights(in_ensemble, ctx.model)
@@ -170,7 +147,7 @@ def test_replacement_is_training_on_a_copy_of_another_example(recorded):
     x, y = recorded["x"].clone(), recorded["y"].clone()
     x[i], y[i] = x[j], y[j]
     run = make_run([8], TRAIN, seed=SEED)
-    copied = Retrainer(run, make_dataset(x, y, 3), CPU).fit(y[None], [SEED])[0]
+    copied = train_networks(Retrainer(run, make_dataset(x, y, 3), CPU), y[None], [SEED])[0].model
     assert close_weights(copied, call["models"][1])
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from conftest import FAST_TRAIN
 from genbench.engine import Engine, resolve_runs
-from genbench.memory import activation_floats, ensemble_size, member_bytes
+from genbench.training.memory import activation_floats, ensemble_size, member_bytes
 from genbench.schemas import ComponentRef, ExperimentSpec
 from genbench.store import Store
 

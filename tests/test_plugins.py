@@ -153,7 +153,7 @@ def test_example_param_norm_plugin_through_an_entry_point(monkeypatch):
         train_inputs=torch.zeros(4, 2),
         train_labels=torch.zeros(4, dtype=torch.long),
         num_classes=2,
-        training_log=TrainingLog("converged", 0, 0.0, None, 1.0, 0.0, []),
+        training_log=TrainingLog(status="converged", steps=0, epochs=0.0, steps_to_fit=None, train_accuracy=1.0, train_loss=0.0),
         device=torch.device("cpu"),
         generator=torch.Generator().manual_seed(0),
     )

@@ -15,7 +15,7 @@ from genbench.corruptions import corrupt_labels
 from genbench.datasets import Digits, DigitsOptions
 from genbench.models.cnn import CNNOptions, SmallConvNet
 from genbench.schemas import TrainConfig
-from genbench.stacked_forward import stacked_forward, stacked_plan
+from genbench.training.stacked_forward import stacked_forward, stacked_plan
 from genbench.training import EnsembleTrainer, build_initialized
 
 

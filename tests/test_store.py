@@ -48,12 +48,16 @@ def test_round_trip_of_runs_checkpoints_and_values(store_path):
         value = MeasureValue(run_id=run.run_id, measure="m", version="1", options_hash="h", options={"a": 1},
                              value=math.inf, seconds=0.5)
         store.save_measure_value(value)
-        store.save_measure_value(value.model_copy(update={"measure": "n", "value": math.nan, "error": "boom"}))
+        store.save_measure_value(MeasureValue(**{**value.model_dump(), "measure": "n", "value": math.nan, "error": "boom", "status": "failed"}))
     with Store(store_path, create=False) as reopened:
         values = reopened.measure_values().set_index("measure")
         assert values.loc["m", "value"] == math.inf
         assert math.isnan(values.loc["n", "value"]) and values.loc["n", "error"] == "boom"
-        assert json.loads(values.loc["m", "options_json"]) == {"a": 1}
+        assert values.loc["m", "options"] == {"a": 1}
+        # the failed value is computed again, the others are not
+        assert values.loc["n", "status"] == "failed" and values.loc["m", "status"] == "ok"
+        assert reopened.has_measure_value(run.run_id, "m", "1", "h")
+        assert not reopened.has_measure_value(run.run_id, "n", "1", "h")
 
 
 def test_store_uses_wal_and_safetensors_files(store_path):
@@ -113,7 +117,7 @@ def test_truncated_checkpoint_is_a_store_error(store_path):
             store.load_checkpoint(run.run_id, "final")
 
 
-def test_measure_details_round_trip_and_older_stores_gain_the_column(store_path):
+def test_measure_details_round_trip_and_older_stores_gain_the_columns(store_path):
     value = MeasureValue(
         run_id="r1", measure="m", version="1", options_hash="h", options={}, value=0.5, seconds=0.1,
         details={"stderr": 0.02, "sigma": 0.3},
@@ -121,7 +125,7 @@ def test_measure_details_round_trip_and_older_stores_gain_the_column(store_path)
     with Store(store_path) as store:
         store.save_measure_value(value)
         frame = store.measure_values()
-    assert json.loads(frame.loc[0, "details_json"]) == {"sigma": 0.3, "stderr": 0.02}
+    assert frame.loc[0, "details"] == {"sigma": 0.3, "stderr": 0.02}
 
     older = store_path.parent / "older"
     older.mkdir()
@@ -131,11 +135,17 @@ def test_measure_details_round_trip_and_older_stores_gain_the_column(store_path)
         "options_json TEXT, value REAL, seconds REAL, error TEXT, created_at REAL, "
         "PRIMARY KEY (run_id, measure, version, options_hash));"
         "INSERT INTO measure_values VALUES ('r0', 'm', '1', 'h', '{}', 1.5, 0.1, NULL, 0);"
+        "INSERT INTO measure_values VALUES ('r0', 'n', '1', 'h', '{}', NULL, 0.1, 'boom', 0);"
     )
     connection.commit()
     connection.close()
     with Store(older) as store:
         store.save_measure_value(value)
         frame = store.measure_values()
-    assert list(frame["value"]) == [1.5, 0.5]
-    assert frame["details_json"].isna().tolist() == [True, False]
+    assert frame["value"].tolist()[::2] == [1.5, 0.5]
+    assert frame["details"].tolist() == [{}, {}, {"sigma": 0.3, "stderr": 0.02}]
+    # rows written before status, kind and default_options existed: status from the error, the rest unknown
+    assert frame["status"].tolist() == ["ok", "failed", "ok"]
+    assert frame["kind"].tolist() == [None, None, None] and frame["default_options"].tolist() == [None, None, None]
+    with Store(older) as store:
+        assert store.has_measure_value("r0", "m", "1", "h") and not store.has_measure_value("r0", "n", "1", "h")

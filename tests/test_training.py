@@ -9,7 +9,9 @@ from genbench.corruptions import corrupt_labels
 from genbench.datasets import Digits, DigitsOptions
 from genbench.models.mlp import MLPOptions, MultilayerPerceptron
 from genbench.schemas import TrainConfig
-from genbench.training import EnsembleTrainer, build_initialized, derive_seed, learning_rate, pick_device
+from genbench.inference import pick_device
+from genbench.seeding import derive_seed
+from genbench.training import EnsembleTrainer, build_initialized, learning_rate
 
 DIGITS = Digits().load(DigitsOptions())
 CONFIG = TrainConfig(lr=0.1, schedule="constant", max_steps=400, batch_size=64)
@@ -115,7 +117,7 @@ def test_device_choice():
 
 
 def test_augmentation_crops_and_flips_each_image_with_its_members_generator():
-    from genbench.training import augment_batch
+    from genbench.training.augment import augment_batch
 
     images = torch.arange(2 * 3 * 1 * 4 * 4, dtype=torch.float32).view(2, 3, 1, 4, 4)
     out = augment_batch(images, 1, [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)])

@@ -53,6 +53,17 @@ def handle_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def exit_for_failed_values(statuses: list[str], store_failures: int) -> None:
+    """After the leaderboard is printed: one line and a non-zero exit code when values failed
+    (5, a store error, when some run could not be read; 8, a measure error, otherwise)."""
+    failed = sum(status == "failed" for status in statuses)
+    if not failed:
+        return
+    code = ExitCode.STORE_ERROR if store_failures else ExitCode.MEASURE_ERROR
+    reason = f"; {store_failures} of them on runs the store could not read" if store_failures else ""
+    raise fail(f"{failed} measure values failed{reason} (they are computed again next time)", code)
+
+
 def parse_floats(text: str, flag: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]

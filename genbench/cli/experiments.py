@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from genbench import api
-from genbench.cli.common import handle_errors, parse_floats, parse_ints, stderr, stdout
+from genbench.cli.common import exit_for_failed_values, handle_errors, parse_floats, parse_ints, stderr, stdout
 from genbench.cli.progress import RichReporter
 from genbench.engine import Engine, resolve_measures, resolve_runs
 from genbench.errors import SpecError
@@ -98,10 +98,13 @@ def register(app: typer.Typer) -> None:
         failed = [r for r in summary.trained if r.status != "converged"]
         if failed:
             stderr.print(f"[yellow]{len(failed)} runs did not reach the stopping criterion ({', '.join(sorted({r.status for r in failed}))})[/]")
+        statuses, store_failures = [], 0
         if evaluate:
-            engine.evaluate(measures, [r.run_id for r in runs])
+            summary = engine.evaluate_summary(measures, [r.run_id for r in runs])
+            statuses, store_failures = [v.status for v in summary.values], len(summary.store_failures)
         board = api.leaderboard(target, run_ids=[r.run_id for r in runs])
         stdout.print(render(board, fmt), markup=False, highlight=False, end="")
+        exit_for_failed_values(statuses, store_failures)
 
     @app.command()
     @handle_errors
@@ -126,6 +129,8 @@ def register(app: typer.Typer) -> None:
         stderr.print(f"computed {len(values)} new measure values")
         run_ids = None if spec_file is None else [r.run_id for r in resolve_runs(api.load_spec(spec_file))]
         stdout.print(render(api.leaderboard(target, run_ids=run_ids), fmt), markup=False, highlight=False, end="")
+        store_failures = sum(details.get("stage") == "store" for details in values["details"]) if len(values) else 0
+        exit_for_failed_values(list(values["status"]) if len(values) else [], store_failures)
 
     @app.command()
     @handle_errors

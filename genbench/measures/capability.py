@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from genbench.measures.base import BaseMeasure, MeasureContext
+from genbench.measures.base import MeasureContext, RetrainJob, Retrained, RetrainingMeasure
 from genbench.schemas import Options
 
 
@@ -38,7 +38,7 @@ def fold_indices(n: int, folds: int, generator: torch.Generator) -> tuple[torch.
     return torch.stack(training), held_out
 
 
-class CrossValidation(BaseMeasure):
+class CrossValidation(RetrainingMeasure):
     """k-fold cross-validated accuracy of the same training procedure, rescaled to chance.
 
     capability = max(0, (acc_cv − 1/K) / (1 − 1/K)), where acc_cv is the accuracy on the
@@ -62,18 +62,31 @@ class CrossValidation(BaseMeasure):
     requires: ClassVar[frozenset[str]] = frozenset({"train_data", "retrain"})
     Options = CrossValidationOptions
 
-    def compute(self, ctx: MeasureContext, options: CrossValidationOptions) -> float:
+    def _folds(self, ctx: MeasureContext, options: CrossValidationOptions) -> tuple[torch.Tensor, list[torch.Tensor], int]:
         generator = torch.Generator().manual_seed(options.seed)
         training, held_out = fold_indices(ctx.num_train, options.folds, generator)
         used = options.folds if options.evaluated_folds is None else min(options.evaluated_folds, options.folds)
+        return training[:used], held_out[:used], used
+
+    def jobs(self, ctx: MeasureContext, options: CrossValidationOptions) -> list[RetrainJob]:
+        training, _, used = self._folds(ctx, options)
         labels = ctx.train_labels.cpu()
-        seeds = [ctx.spec.seed * 1_000 + options.seed * 100 + j for j in range(used)]
-        models = ctx.retrainer.fit(
-            labels=labels.expand(used, -1), seeds=seeds, num_classes=ctx.num_classes, train_indices=training[:used]
-        )
+        return [
+            RetrainJob(
+                labels=labels,
+                seed=ctx.spec.seed * 1_000 + options.seed * 100 + j,
+                train_indices=training[j],
+                num_classes=ctx.num_classes,
+            )
+            for j in range(used)
+        ]
+
+    def finish(self, ctx: MeasureContext, options: CrossValidationOptions, networks: list[Retrained]) -> float:
+        _, held_out, _ = self._folds(ctx, options)
+        labels = ctx.train_labels.cpu()
         correct = total = 0
-        for model, fold in zip(models, held_out[:used]):
-            logits = ctx.retrainer.predict(model, ctx.train_inputs[fold])
+        for network, fold in zip(networks, held_out):
+            logits = ctx.retrainer.predict(network.model, ctx.train_inputs[fold])
             correct += (logits.argmax(-1) == labels[fold]).sum().item()
             total += len(fold)
         return rescale_to_chance(correct / total, ctx.num_classes)

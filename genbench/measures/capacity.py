@@ -18,8 +18,10 @@ from genbench.measures.base import (
     Estimate,
     MeasureContext,
     SizeNormalizedOptions,
+    Retrained,
+    RetrainingMeasure,
+    RetrainJob,
     standard_error,
-    tensor_digest,
 )
 from genbench.measures.weights import fold_batch_norm, frobenius_norm, layer_weights, weight_count, weight_layers
 from genbench.schemas import Options, content_hash
@@ -51,21 +53,9 @@ class Params(BaseMeasure):
 # ---------------------------------------------------------------------------
 
 
-_DEPTHS: dict[str, list[int]] = {}
-_STRUCTURES: dict[tuple, "LayerStructure"] = {}
-
-
-def architecture_key(model: nn.Module) -> str:
-    """The module tree with every layer's hyper-parameters and shapes (its repr)."""
-    return repr(model)
-
-
 def weight_layer_depths(model: nn.Module) -> list[int]:
-    """``traced_weight_layer_depths``, cached by architecture."""
-    key = architecture_key(model)
-    if key not in _DEPTHS:
-        _DEPTHS[key] = traced_weight_layer_depths(model)
-    return list(_DEPTHS[key])
+    """``traced_weight_layer_depths`` (the name the measures use)."""
+    return traced_weight_layer_depths(model)
 
 
 def traced_weight_layer_depths(model: nn.Module) -> list[int]:
@@ -132,13 +122,12 @@ class LayerStructure:
         return sum(self.parameters)
 
 
-def layer_structure(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> LayerStructure:
-    """Units and parameters per depth of ``model`` with batch norm folded into its weight layers
-    (cached by architecture and input shape)."""
-    key = (architecture_key(model), tuple(input_shape))
-    if key not in _STRUCTURES:
-        _STRUCTURES[key] = measured_layer_structure(model, input_shape, device)
-    return _STRUCTURES[key]
+def layer_structure(ctx: MeasureContext) -> LayerStructure:
+    """Units and parameters per depth of the run's network with batch norm folded into its weight
+    layers (once per run: ``ctx.cache``)."""
+    return ctx.cached(
+        "capacity:layer-structure", lambda: measured_layer_structure(ctx.model, ctx.input_shape, ctx.device)
+    )
 
 
 def measured_layer_structure(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> LayerStructure:
@@ -233,7 +222,7 @@ class VCBound(BaseMeasure):
     Options = VCBoundOptions
 
     def compute(self, ctx: MeasureContext, options: VCBoundOptions) -> Estimate:
-        structure = layer_structure(ctx.model, ctx.input_shape, ctx.device)
+        structure = layer_structure(ctx)
         vc = theorem7_vc_bound(structure) if options.formula == "theorem-7" else simple_vc_bound(structure)
         m = ctx.num_train
         value = vc if options.value == "vc-dimension" else math.sqrt(vc * math.log(m) / m)
@@ -341,7 +330,7 @@ class RademacherOptions(Options):
     )
 
 
-class EmpiricalRademacher(BaseMeasure):
+class EmpiricalRademacher(RetrainingMeasure):
     """Empirical Rademacher complexity of the model class *as trained*, on the training inputs.
 
     R̂_n(H) = E_σ [ sup_{h∈H} (1/n) Σ_i σ_i h(x_i) ],  σ_i uniform on {−1, +1}.
@@ -360,8 +349,8 @@ class EmpiricalRademacher(BaseMeasure):
     draw t are the same torch.randint(0, K) draws with seed 1000·seed + t). The value is
     the mean of c over draws; ``details["stderr"]`` is its standard error, the sample
     standard deviation (ddof 1) over draws / sqrt(draws) — NaN with one draw, where it is
-    undefined. Depends only on the architecture, recipe, training inputs and options, so
-    it is computed once per such combination and shared by the runs that have it.
+    undefined. Depends only on the architecture, recipe, training inputs and options: the
+    runs that share them ask for the same retraining jobs, which the evaluate stage trains once.
     """
 
     name: ClassVar[str] = "rademacher"
@@ -372,38 +361,18 @@ class EmpiricalRademacher(BaseMeasure):
     )
     requires: ClassVar[frozenset[str]] = frozenset({"train_data", "retrain"})
     Options = RademacherOptions
-    _cache: ClassVar[dict[str, Estimate]] = {}
 
-    def compute(self, ctx: MeasureContext, options: RademacherOptions) -> Estimate:
-        key = self._key(ctx, options)
-        if key not in self._cache:
-            self._cache[key] = self._estimate(ctx, options)
-        return self._cache[key]
-
-    @staticmethod
-    def _key(ctx: MeasureContext, options: RademacherOptions) -> str:
-        fingerprint = tensor_digest([("inputs", ctx.train_inputs)])
-        spec = ctx.spec
-        return content_hash(
-            {
-                "inputs": fingerprint,
-                "model": spec.model.model_dump(mode="json"),
-                "train": spec.train.model_dump(mode="json"),
-                "options": options.model_dump(mode="json"),
-                "classes": rademacher_classes(ctx, options),
-            }
-        )
-
-    @staticmethod
-    def _estimate(ctx: MeasureContext, options: RademacherOptions) -> Estimate:
+    def jobs(self, ctx: MeasureContext, options: RademacherOptions) -> list[RetrainJob]:
         n, k = ctx.num_train, rademacher_classes(ctx, options)
         seeds = [options.seed * 1_000 + draw for draw in range(options.draws)]
-        labels = torch.stack([random_labels(n, k, seed) for seed in seeds])
-        models = ctx.retrainer.fit(labels=labels, seeds=seeds, num_classes=k)
+        return [RetrainJob(labels=random_labels(n, k, seed), seed=seed, num_classes=k) for seed in seeds]
+
+    def finish(self, ctx: MeasureContext, options: RademacherOptions, networks: list[Retrained]) -> Estimate:
+        k = rademacher_classes(ctx, options)
         correlations = []
-        for model, labels_draw in zip(models, labels):
-            logits = ctx.retrainer.predict(model, ctx.train_inputs)
-            accuracy = (logits.argmax(-1).cpu() == labels_draw).double().mean().item()
+        for network in networks:
+            logits = ctx.retrainer.predict(network.model, ctx.train_inputs)
+            accuracy = (logits.argmax(-1).cpu() == network.job.labels).double().mean().item()
             correlations.append((k * accuracy - 1) / (k - 1))
         mean = sum(correlations) / len(correlations)
         return Estimate(

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions, standard_error
-from genbench.measures.sharpness import CHUNK, chunks, evaluation_copy, has_nonfinite_parameters, seeded_subset
+from genbench.measures.quantities import CHUNK, chunks, evaluation_copy, has_nonfinite_parameters, seeded_subset
 
 
 class HessianVectorProducts:

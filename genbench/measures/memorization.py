@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions
-from genbench.measures.sharpness import CHUNK, evaluation_copy, has_nonfinite_parameters, seeded_subset
+from genbench.measures.quantities import CHUNK, evaluation_copy, has_nonfinite_parameters, seeded_subset
 
 
 def feature_scale(inputs: torch.Tensor, mode: str) -> torch.Tensor:

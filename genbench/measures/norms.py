@@ -26,60 +26,17 @@ from pydantic import Field
 
 from genbench.errors import MeasureError
 from genbench.measures.base import BaseMeasure, MeasureContext, SizeNormalizedOptions, one_intra_op_thread
-from genbench.measures.margins import training_margin
+from genbench.measures.quantities import (
+    all_finite,
+    cached_on_one_thread,
+    folded_initial_weights,
+    folded_weights,
+    training_margin,
+    weight_changes,
+)
 from genbench.measures.weights import NORMALIZATION_LAYERS, as_matrix, fold_batch_norm, layer_weights
 
 JIANG = "Jiang et al. 2020, 'Fantastic generalization measures and where to find them', §C"
-
-
-# ---------------------------------------------------------------------------
-# Per-run quantities, shared between the measures of one context through ctx.cache
-# ---------------------------------------------------------------------------
-
-
-def _cached(ctx: MeasureContext, key: str, compute):
-    """``compute()`` once per context, on one intra-op thread."""
-    if key not in ctx.cache:
-        with one_intra_op_thread():
-            ctx.cache[key] = compute()
-    return ctx.cache[key]
-
-
-def folded_weights(ctx: MeasureContext) -> list[torch.Tensor]:
-    """W_1 … W_d of the final network after batch-norm folding (float64); a MeasureError
-    for a model without linear or convolutional layers (e.g. a kernel machine)."""
-
-    def compute() -> list[torch.Tensor]:
-        weights = layer_weights(ctx.model)
-        if not weights:
-            raise MeasureError(f"{type(ctx.model).__name__} has no linear or convolutional layer to take norms of")
-        return weights
-
-    return _cached(ctx, "norms:weights", compute)
-
-
-def folded_initial_weights(ctx: MeasureContext) -> list[torch.Tensor]:
-    """W⁰_1 … W⁰_d of the initial network after batch-norm folding (float64), on ``ctx.device``."""
-
-    def compute() -> list[torch.Tensor]:
-        initial = [w.to(ctx.device) for w in layer_weights(ctx.initial_model)]
-        final = folded_weights(ctx)
-        if len(initial) != len(final) or any(a.shape != b.shape for a, b in zip(initial, final)):
-            raise MeasureError("the initial and final networks do not have the same weight layers")
-        return initial
-
-    return _cached(ctx, "norms:initial-weights", compute)
-
-
-def weight_changes(ctx: MeasureContext) -> list[torch.Tensor]:
-    """W_i − W⁰_i for every layer."""
-    return _cached(
-        ctx, "norms:changes", lambda: [w - w0 for w, w0 in zip(folded_weights(ctx), folded_initial_weights(ctx))]
-    )
-
-
-def all_finite(weights: list[torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(w).all()) for w in weights)
 
 
 def squared_frobenius_norms(weights: list[torch.Tensor]) -> list[float]:
@@ -104,27 +61,27 @@ def squared_spectral_norms(weights: list[torch.Tensor]) -> list[float]:
 
 def final_spectral(ctx: MeasureContext) -> list[float]:
     """spec_i of the final network, cached."""
-    return _cached(ctx, "norms:spec", lambda: squared_spectral_norms(folded_weights(ctx)))
+    return cached_on_one_thread(ctx, "norms:spec", lambda: squared_spectral_norms(folded_weights(ctx)))
 
 
 def final_frobenius(ctx: MeasureContext) -> list[float]:
     """fro_i of the final network, cached."""
-    return _cached(ctx, "norms:fro", lambda: squared_frobenius_norms(folded_weights(ctx)))
+    return cached_on_one_thread(ctx, "norms:fro", lambda: squared_frobenius_norms(folded_weights(ctx)))
 
 
 def change_frobenius(ctx: MeasureContext) -> list[float]:
     """‖W_i − W⁰_i‖_F² for every layer, cached."""
-    return _cached(ctx, "norms:change-fro", lambda: squared_frobenius_norms(weight_changes(ctx)))
+    return cached_on_one_thread(ctx, "norms:change-fro", lambda: squared_frobenius_norms(weight_changes(ctx)))
 
 
 def change_spectral(ctx: MeasureContext) -> list[float]:
     """σ_max(W_i − W⁰_i)² for every layer, cached."""
-    return _cached(ctx, "norms:change-spec", lambda: squared_spectral_norms(weight_changes(ctx)))
+    return cached_on_one_thread(ctx, "norms:change-spec", lambda: squared_spectral_norms(weight_changes(ctx)))
 
 
 def change_two_one(ctx: MeasureContext) -> list[float]:
     """‖W_iᵀ − W⁰_iᵀ‖_{2,1} for every layer (see ``two_one_norm``), cached."""
-    return _cached(ctx, "norms:change-two-one", lambda: [two_one_norm(c) for c in weight_changes(ctx)])
+    return cached_on_one_thread(ctx, "norms:change-two-one", lambda: [two_one_norm(c) for c in weight_changes(ctx)])
 
 
 def sum_of_logs(values: list[float]) -> float:
@@ -451,7 +408,7 @@ def path_norm(ctx: MeasureContext) -> float:
         ones = torch.ones((1, *ctx.input_shape), device=ctx.device, dtype=torch.float64)
         return squared(ones).sum().item()
 
-    return _cached(ctx, "norms:path-norm", compute)
+    return cached_on_one_thread(ctx, "norms:path-norm", compute)
 
 
 class PathNorm(BaseMeasure):

@@ -18,11 +18,13 @@ from genbench.measures.base import (
     BaseMeasure,
     Estimate,
     MeasureContext,
+    Retrained,
+    RetrainingMeasure,
+    RetrainJob,
     on_cpu_one_thread,
     standard_error,
-    tensor_digest,
 )
-from genbench.schemas import Options, content_hash
+from genbench.schemas import Options, TrainConfig
 
 #: The cross-entropy a retraining continues to when the recorded curve stops short of a threshold
 #: (the smallest threshold the two step-count measures use, so that they share one retraining).
@@ -68,53 +70,47 @@ def recorded_history(ctx: MeasureContext) -> LossHistory:
     return LossHistory(tuple((int(s), float(v)) for s, v in log.loss_curve), log.status, int(log.steps), stopped)
 
 
-_RETRAINED: dict[str, LossHistory] = {}
-
-
-def _retraining_key(ctx: MeasureContext, target: float, max_steps: int) -> str:
-    return content_hash(
-        {
-            "run": ctx.spec.model_dump(mode="json"),
-            "data": tensor_digest([("inputs", ctx.train_inputs), ("labels", ctx.train_labels)]),
-            "target": target,
-            "max_steps": max_steps,
-        }
-    )
-
-
-def retrained_history(ctx: MeasureContext, target: float, max_steps: int | None) -> LossHistory:
-    """The run retrained with its own seed, labels and recipe, but stopped at training
-    cross-entropy ``target`` instead (and after ``max_steps``, default the recipe's): training
-    is deterministic given the seed, so its curve continues the recorded one. Cached per run
-    content, target and budget, so the step-count measures share one retraining."""
+def retraining_recipe(ctx: MeasureContext, target: float, max_steps: int | None) -> TrainConfig:
+    """The run's recipe, stopped at training cross-entropy ``target`` (and after ``max_steps``,
+    default the recipe's) instead of its own rule."""
     steps = max_steps if max_steps is not None else ctx.spec.train.max_steps
-    key = _retraining_key(ctx, target, steps)
-    if key not in _RETRAINED:
-        if ctx.retrainer is None:
-            raise MeasureError("this measure retrains the run, but no retrainer was provided")
-        recipe = ctx.spec.train.model_copy(update={"stop": "loss", "loss_threshold": target, "max_steps": steps})
-        [(_, outcome)] = ctx.retrainer.fit_with_outcomes(
-            labels=ctx.train_labels[None], seeds=[ctx.spec.seed], train=recipe
-        )
-        if outcome is None:
-            raise MeasureError("a model fitted in closed form takes no optimizer steps")
-        curve = tuple((int(s), float(v)) for s, v in outcome.loss_curve)
-        _RETRAINED[key] = LossHistory(curve, outcome.status, int(outcome.steps), target, retrained=True)
-    return _RETRAINED[key]
+    return ctx.spec.train.model_copy(update={"stop": "loss", "loss_threshold": target, "max_steps": steps})
 
 
-def history_reaching(ctx: MeasureContext, threshold: float, max_steps: int | None) -> LossHistory:
-    """The recorded history when it reaches ``threshold`` within the budget, or when it shows that
-    the recipe cannot (the run diverged, or spent the whole budget: a retraining would repeat it);
-    otherwise the history of a retraining continued to the threshold."""
+def recorded_reaches(ctx: MeasureContext, threshold: float, max_steps: int | None) -> bool:
+    """Whether the recorded history answers the question: it reaches ``threshold`` within the budget,
+    or it shows that the recipe cannot (the run diverged, or spent the whole budget: a retraining
+    would repeat it)."""
     recorded = recorded_history(ctx)
     budget = max_steps if max_steps is not None else ctx.spec.train.max_steps
     crossing = first_crossing(recorded, threshold)
     if crossing is not None and crossing <= budget:
-        return recorded
-    if recorded.status == "diverged" or (recorded.status == "budget" and budget == ctx.spec.train.max_steps):
-        return recorded
-    return retrained_history(ctx, min(threshold, RETRAIN_TARGET), max_steps)
+        return True
+    return recorded.status == "diverged" or (recorded.status == "budget" and budget == ctx.spec.train.max_steps)
+
+
+def continuation_jobs(ctx: MeasureContext, threshold: float, max_steps: int | None) -> list[RetrainJob]:
+    """Nothing when the recorded history answers the question; otherwise one retraining of the run
+    with its own seed, labels and recipe, continued to cross-entropy min(threshold, RETRAIN_TARGET):
+    training is deterministic given the seed, so its curve continues the recorded one. The
+    step-count measures ask for the same job, which the evaluate stage trains once per run."""
+    if recorded_reaches(ctx, threshold, max_steps):
+        return []
+    recipe = retraining_recipe(ctx, min(threshold, RETRAIN_TARGET), max_steps)
+    return [RetrainJob(labels=ctx.train_labels.detach().cpu(), seed=ctx.spec.seed, train=recipe)]
+
+
+def history_of(ctx: MeasureContext, networks: list[Retrained]) -> LossHistory:
+    """The recorded history, or that of the continued retraining when there is one."""
+    if not networks:
+        return recorded_history(ctx)
+    [network] = networks
+    if network.log is None:
+        raise MeasureError("a model fitted in closed form takes no optimizer steps")
+    log = network.log
+    curve = tuple((int(s), float(v)) for s, v in log.loss_curve)
+    target = network.job.train.loss_threshold if network.job.train is not None else None
+    return LossHistory(curve, log.status, int(log.steps), target, retrained=True)
 
 
 def steps_between(history: LossHistory, start: float | None, end: float) -> float:
@@ -148,7 +144,7 @@ class StepsToFitOptions(RetrainBudgetOptions):
     loss_threshold: float = Field(0.1, gt=0, description="training cross-entropy to reach")
 
 
-class StepsToFit(BaseMeasure):
+class StepsToFit(RetrainingMeasure):
     """Optimizer steps until the training cross-entropy first reaches 0.1.
 
     steps-to-fit = min{t : CE_t ≤ 0.1}, with CE_t the mean minibatch cross-entropy of the
@@ -158,7 +154,7 @@ class StepsToFit(BaseMeasure):
     with its own seed, labels and recipe (training is deterministic given the seed, so the
     retraining repeats the recorded run) with the stop rule "cross-entropy ≤ 0.01" instead,
     and the crossing is read from that curve (one retraining shared with
-    steps-0.1-to-0.01, cached per run). +∞ when the recipe never reaches the threshold (the
+    steps-0.1-to-0.01: both measures ask for the same retraining job). +∞ when the recipe never reaches the threshold (the
     step budget runs out, or early stopping ends training first): ranked as the slowest; NaN
     when training diverged. Source: Jiang et al.
     2020, "Fantastic generalization measures", "#steps to CE 0.1"; Dziugaite et al. 2020
@@ -171,8 +167,11 @@ class StepsToFit(BaseMeasure):
     Options = StepsToFitOptions
     source: ClassVar[str] = "Jiang et al. 2020, 'Fantastic generalization measures', '#steps CE 0.1'"
 
-    def compute(self, ctx: MeasureContext, options: StepsToFitOptions) -> Estimate:
-        history = history_reaching(ctx, options.loss_threshold, options.max_steps)
+    def jobs(self, ctx: MeasureContext, options: StepsToFitOptions) -> list[RetrainJob]:
+        return continuation_jobs(ctx, options.loss_threshold, options.max_steps)
+
+    def finish(self, ctx: MeasureContext, options: StepsToFitOptions, networks: list[Retrained]) -> Estimate:
+        history = history_of(ctx, networks)
         value = steps_between(history, None, options.loss_threshold)
         return Estimate(value, crossing_details(history, [options.loss_threshold]))
 
@@ -182,14 +181,14 @@ class StepsBetweenOptions(RetrainBudgetOptions):
     end: float = Field(0.01, gt=0, description="training cross-entropy where counting stops")
 
 
-class StepsBetween(BaseMeasure):
+class StepsBetween(RetrainingMeasure):
     """Optimizer steps from training cross-entropy 0.1 to 0.01.
 
     steps-0.1-to-0.01 = min{t : CE_t ≤ 0.01} − min{t : CE_t ≤ 0.1}, with CE_t as in
     steps-to-fit (epoch-end mean minibatch cross-entropy, or the trainer's full-set stop
     check). The recorded curve of a run stopped at 100 % training accuracy rarely reaches
     0.01, so the run is retrained with its own seed, labels and recipe to cross-entropy
-    0.01 (shared with steps-to-fit, cached per run). +∞ when the recipe never reaches 0.01
+    0.01 (the same retraining job as steps-to-fit's, trained once). +∞ when the recipe never reaches 0.01
     (the step budget runs out, or early stopping ends training first), NaN when training
     diverged. Source: Jiang et al. 2020, "Fantastic
     generalization measures", "#steps 0.1→0.01"; Dziugaite et al. 2020 ("epochs to CE 0.01").
@@ -201,10 +200,13 @@ class StepsBetween(BaseMeasure):
     Options = StepsBetweenOptions
     source: ClassVar[str] = "Jiang et al. 2020, 'Fantastic generalization measures', '#steps 0.1→0.01'"
 
-    def compute(self, ctx: MeasureContext, options: StepsBetweenOptions) -> Estimate:
+    def jobs(self, ctx: MeasureContext, options: StepsBetweenOptions) -> list[RetrainJob]:
         if options.end > options.start:
             raise MeasureError(f"end ({options.end}) must be at most start ({options.start})")
-        history = history_reaching(ctx, options.end, options.max_steps)
+        return continuation_jobs(ctx, options.end, options.max_steps)
+
+    def finish(self, ctx: MeasureContext, options: StepsBetweenOptions, networks: list[Retrained]) -> Estimate:
+        history = history_of(ctx, networks)
         value = steps_between(history, options.start, options.end)
         return Estimate(value, crossing_details(history, [options.start, options.end]))
 

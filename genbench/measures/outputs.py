@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, standard_error
 from genbench.measures.base import on_cpu_one_thread
-from genbench.training import predict
+from genbench.inference import predict
 
 
 def training_log_probabilities(ctx: MeasureContext) -> torch.Tensor:

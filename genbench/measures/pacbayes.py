@@ -40,10 +40,11 @@ from genbench.measures.base import (
     tensor_digest,
 )
 from genbench.measures.perturb import perturbable_parameters, perturbed_metrics, standard_normal_like
-from genbench.measures.norms import folded_weights, weight_changes
+from genbench.measures.quantities import folded_weights, weight_changes
 from genbench.measures.weights import fold_batch_norm
 from genbench.schemas import Options, content_hash
-from genbench.training import derive_seed, predict
+from genbench.inference import predict
+from genbench.seeding import derive_seed
 
 SOURCE_JIANG = (
     "Jiang et al. 2020, 'Fantastic generalization measures and where to find them', Appendix C; "
@@ -91,40 +92,20 @@ class SigmaSearch:
         }
 
 
-_SEARCHES: dict[str, SigmaSearch] = {}
 _UNFINISHED = SigmaSearch(math.nan, math.nan, 0, math.nan, False, math.nan)
 
 
-def weights_digest(model: nn.Module) -> str:
-    """sha256 of every parameter and buffer of ``model`` (names, shapes, values)."""
-    return tensor_digest(model.state_dict().items())
-
-
-def search_key(ctx: MeasureContext, options: SigmaSearchOptions, magnitude: bool) -> str:
+def search_key(options: SigmaSearchOptions, magnitude: bool) -> str:
+    """The run cache's key of the σ search these options describe (``normalize_by_m`` aside)."""
     search_options = options.model_dump(mode="json", exclude={"normalize_by_m"})
-    return content_hash(
-        {
-            "run": ctx.spec.run_id,
-            "weights": weights_digest(ctx.model),
-            "labels": tensor_digest([("labels", ctx.train_labels)]),
-            "device": str(ctx.device),
-            "magnitude": magnitude,
-            "options": search_options,
-        }
-    )
+    return "pacbayes:sigma-search:" + content_hash({"magnitude": magnitude, "options": search_options})
 
 
 def shared_sigma_search(ctx: MeasureContext, options: SigmaSearchOptions) -> SigmaSearch:
-    """The σ search for this run and these options, computed once and cached (module level)."""
+    """The σ search for this run and these options, computed once per run (``ctx.cache``) and shared
+    by the measures that read it (pacbayes-flatness with -init/-orig, their magnitude forms)."""
     magnitude = isinstance(options, MagnitudeSearchOptions)
-    key = search_key(ctx, options, magnitude)
-    if key not in _SEARCHES:
-        _SEARCHES[key] = sigma_search(ctx, options)
-    return _SEARCHES[key]
-
-
-def clear_search_cache() -> None:
-    _SEARCHES.clear()
+    return ctx.cached(search_key(options, magnitude), lambda: sigma_search(ctx, options))
 
 
 def noise_scales(

@@ -30,7 +30,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from genbench.measures.weights import weight_layers
-from genbench.memory import BYTES_PER_FLOAT, activation_floats
+from genbench.inference import BYTES_PER_FLOAT, activation_floats
 
 #: Default bytes the activations and stacked parameters of one chunk may take.
 DEFAULT_MEMORY_BYTES = 1 << 28

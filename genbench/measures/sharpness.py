@@ -20,45 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions
-
-#: Training examples per forward/backward pass (the gradient is summed over chunks).
-CHUNK = 2048
-
-
-# ---------------------------------------------------------------------------
-# Helpers shared with the curvature and memorization measures
-# ---------------------------------------------------------------------------
-
-
-def has_nonfinite_parameters(model: nn.Module) -> bool:
-    """True when any parameter or buffer of ``model`` is NaN or ±∞ (a diverged run)."""
-    tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
-    return any(not bool(torch.isfinite(t).all()) for t in tensors)
-
-
-def chunks(inputs: torch.Tensor, labels: torch.Tensor, size: int = CHUNK) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, labels) in consecutive pieces of at most ``size`` examples."""
-    for start in range(0, len(inputs), size):
-        yield inputs[start : start + size], labels[start : start + size]
-
-
-def seeded_subset(ctx: MeasureContext, max_examples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training set, or a random subset of ``max_examples`` of it drawn with ``ctx.generator``."""
-    n = ctx.num_train
-    if max_examples is None or max_examples >= n:
-        return ctx.train_inputs.to(ctx.device), ctx.train_labels.to(ctx.device)
-    order = torch.randperm(n, generator=ctx.generator)[:max_examples].to(ctx.train_inputs.device)
-    return ctx.train_inputs[order].to(ctx.device), ctx.train_labels[order].to(ctx.device)
-
-
-def evaluation_copy(model: nn.Module, device: torch.device) -> nn.Module:
-    """A copy of ``model`` in eval mode (batch norm uses its running statistics) whose parameters
-    all require gradients, so the original is never modified."""
-    clone = copy.deepcopy(model).to(device).eval()
-    for parameter in clone.parameters():
-        parameter.requires_grad_(True)
-    return clone
-
+from genbench.measures.quantities import CHUNK, chunks, evaluation_copy, has_nonfinite_parameters, seeded_subset
 
 @torch.no_grad()
 def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions
+from genbench.measures.base import Estimate, MeasureContext, RetrainJob, Retrained, RetrainingMeasure, SizeNormalizedOptions
 
 
 class UniformStabilityOptions(SizeNormalizedOptions):
@@ -53,7 +53,7 @@ def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return F.cross_entropy(logits.double(), labels.to(logits.device), reduction="none")
 
 
-class UniformStability(BaseMeasure):
+class UniformStability(RetrainingMeasure):
     """Empirical uniform stability of the training algorithm: the largest change in per-example
     training loss when one training example is replaced.
 
@@ -72,9 +72,9 @@ class UniformStability(BaseMeasure):
     the empirical distribution. The R = ``replacements`` pairs (i, j) are drawn with the
     measure's generator (distinct i; j uniform on the other examples). Each A(S^{(i)}) is
     the run's architecture retrained with its recipe and the run's own seed
-    (``Retrainer.fit`` with the training-index row arange(n) with position i set to j):
+    (a ``RetrainJob`` whose training indices are arange(n) with position i set to j):
     initialization and data order are the run's, so apart from the replaced example the
-    randomness is shared. All retrainings train as one ensemble.
+    randomness is shared. The retrainings of all runs of a training group train as one ensemble.
 
     A(S): with ``reference = "retrained"`` (default) the run's training repeated on the
     unmodified set as one more member of that ensemble, so that A(S) and the A(S^{(i)})
@@ -100,40 +100,46 @@ class UniformStability(BaseMeasure):
     requires: ClassVar[frozenset[str]] = frozenset({"train_data", "retrain"})
     Options = UniformStabilityOptions
 
-    def compute(self, ctx: MeasureContext, options: UniformStabilityOptions) -> Estimate:
+    def jobs(self, ctx: MeasureContext, options: UniformStabilityOptions) -> list[RetrainJob]:
         n = ctx.num_train
         if n < 2:
             raise ValueError("uniform-stability needs at least two training examples")
-        pairs = replacement_pairs(n, options.replacements, ctx.generator)
-        rows = replaced_indices(n, pairs)
-        retrain_reference = options.reference == "retrained"
-        if retrain_reference:
+        rows = replaced_indices(n, replacement_pairs(n, options.replacements, ctx.generator))
+        if options.reference == "retrained":
             rows = torch.cat([torch.arange(n)[None], rows])
         labels = ctx.train_labels.detach().cpu()
-        fitted = ctx.retrainer.fit_with_outcomes(
-            labels=labels.expand(len(rows), -1),
-            seeds=[ctx.spec.seed] * len(rows),
-            num_classes=ctx.num_classes,
-            train_indices=rows,
-        )
-        losses = [per_example_losses(ctx.retrainer.predict(model, ctx.train_inputs), labels) for model, _ in fitted]
+        return [
+            RetrainJob(labels=labels, seed=ctx.spec.seed, train_indices=row, num_classes=ctx.num_classes)
+            for row in rows
+        ]
+
+    def finish(self, ctx: MeasureContext, options: UniformStabilityOptions, networks: list[Retrained]) -> Estimate:
+        labels = ctx.train_labels.detach().cpu()
+        losses = [per_example_losses(ctx.retrainer.predict(net.model, ctx.train_inputs), labels) for net in networks]
         run_losses = per_example_losses(ctx.retrainer.predict(ctx.model, ctx.train_inputs), labels)
         details: dict = {}
-        if retrain_reference:
+        if options.reference == "retrained":
             reference, losses = losses[0], losses[1:]
             details["reference_drift"] = largest_change(run_losses, reference)
             details["max_vs_run"] = worst([largest_change(run_losses, replaced) for replaced in losses])
-            fitted = fitted[1:]
+            networks = networks[1:]
         else:
             reference = run_losses
         maxima = [largest_change(reference, replaced) for replaced in losses]
+        pairs = [replacement_of(net.job.train_indices) for net in networks]
         details["mean"] = sum(maxima) / len(maxima)
         details["replacements"] = len(maxima)
         for r, ((i, j), maximum) in enumerate(zip(pairs, maxima)):
             details[f"max_{r}"] = maximum
             details[f"pair_{r}"] = f"{i}->{j}"
-        details["retrained_fit"] = sum(1 for _, outcome in fitted if outcome is None or outcome.status == "converged")
+        details["retrained_fit"] = sum(1 for net in networks if net.log is None or net.log.status == "converged")
         return Estimate(self.normalized(worst(maxima), ctx, options), details)
+
+
+def replacement_of(row: torch.Tensor) -> tuple[int, int]:
+    """(i, j) of a ``replaced_indices`` row: the position that differs from arange(n), and its value."""
+    [i] = (row != torch.arange(len(row))).nonzero().flatten().tolist()
+    return i, int(row[i])
 
 
 def worst(values: list[float]) -> float:

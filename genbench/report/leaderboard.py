@@ -51,6 +51,7 @@ def latest_values(values: pd.DataFrame, default_options: dict[str, str]) -> pd.D
     if values.empty:
         return values.assign(label=pd.Series(dtype=str))
     frame = values.copy()
+    frame["options_json"] = [json.dumps(o, sort_keys=True) for o in frame["options"]]
     newest = frame.sort_values("created_at").groupby("measure")["version"].last()
     frame = frame[frame["version"] == frame["measure"].map(newest)]
     variants = frame.groupby("measure")["options_json"].nunique()

@@ -8,36 +8,13 @@ import os
 import torch
 from torch import nn
 
-from genbench.training import EVAL_CHUNK
+from genbench.inference import BYTES_PER_FLOAT, EVAL_CHUNK, activation_floats
 
 #: Copies of the parameters a member holds while training: weights, gradients,
 #: momentum, the saved initial state, and the stacked copy made when members leave.
 PARAMETER_COPIES = 5
 #: Activations are kept for the backward pass and their gradients are built there.
 ACTIVATION_COPIES = 3
-BYTES_PER_FLOAT = 4
-
-
-def activation_floats(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> int:
-    """Floats produced by every leaf module in one forward pass of ``batch_size`` examples
-    (the model in eval mode, on the device of its parameters)."""
-    total = 0
-    device = next(model.parameters(), torch.zeros(0)).device
-
-    def count(_module: nn.Module, _inputs: object, output: object) -> None:
-        nonlocal total
-        if isinstance(output, torch.Tensor):
-            total += output.numel()
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(count) for m in leaves]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros((batch_size, *input_shape), device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
 
 
 def member_bytes(

@@ -13,7 +13,7 @@ Members with the same seed and training subset form a cohort: they draw the same
 minibatches (one permutation per cohort and epoch). Networks built as an
 ``nn.Sequential`` of plain layers (the MLPs, the conv net) run without ``vmap``, as
 patch products, grouped convolutions with the members inside the channel axis and
-batched products (``genbench.stacked_forward``): the same arithmetic (dropout masks
+batched products (``genbench.training.stacked_forward``): the same arithmetic (dropout masks
 come from another random stream), ≈ 1.4× faster per step for the conv net on a CPU; a
 cohort then shares the patches of its minibatch in the first convolution.
 
@@ -25,7 +25,7 @@ evaluating every member at every epoch would cost a third of the training comput
 The loss curve holds the epoch-mean minibatch loss; a member whose epoch-mean loss is
 not finite stops there as "diverged" (checked once an epoch, so that training never
 waits for the device in between). With ``early_stopping_patience`` each member also
-scores a held-out part of its examples at every epoch end (``genbench.early_stopping``).
+scores a held-out part of its examples at every epoch end (``genbench.training.early_stopping``).
 SGD with momentum is applied to the stacked tensors exactly as ``torch.optim.SGD``
 applies it to one model (buf = μ·buf + g; w -= lr·buf), as fused ``torch._foreach_*``
 updates over all parameter tensors.
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import math
 import time
 import weakref
@@ -47,11 +46,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from genbench.early_stopping import validation_split
-from genbench.schemas import RunStatus, TrainConfig
-from genbench.stacked_forward import stacked_forward, stacked_plan
+from genbench.inference import EVAL_CHUNK
+from genbench.seeding import derive_seed
+from genbench.training.augment import augment_apply, augment_draws
+from genbench.training.early_stopping import validation_split
+from pydantic import ConfigDict, Field
 
-EVAL_CHUNK = 2048
+from genbench.schemas import RunStatus, TrainConfig, TrainingRecord
+from genbench.training.stacked_forward import stacked_forward, stacked_plan
+
 #: In loss mode, a member is checked on its full training set at the end of an epoch
 #: whose mean minibatch loss is at most LOSS_GATE × the threshold.
 LOSS_GATE = 2.0
@@ -59,27 +62,6 @@ LOSS_GATE = 2.0
 ACCURACY_GATE = 0.02
 
 MemberStatus = RunStatus
-
-
-def pick_device(requested: str | None = None) -> torch.device:
-    """``requested`` if given, else ``cuda`` when present, else ``cpu``."""
-    if requested:
-        from genbench.errors import SpecError
-
-        try:
-            device = torch.device(requested)
-        except RuntimeError:
-            raise SpecError(f"unknown device '{requested}'; use cpu, cuda or cuda:N") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise SpecError(f"device '{requested}' requested but CUDA is not available here")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def derive_seed(seed: int, purpose: str) -> int:
-    """An independent 63-bit seed for ``purpose`` (e.g. "init", "data-order") from ``seed``."""
-    digest = hashlib.sha256(f"{int(seed)}:{purpose}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def build_initialized(build: Callable[[], nn.Module], seed: int) -> nn.Module:
@@ -97,23 +79,18 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
     return config.lr
 
 
-@dataclass
-class MemberOutcome:
-    """How one member of an ensemble ended. ``validation_accuracy`` is the held-out
-    accuracy of the returned weights when early stopping is on (else None)."""
+class MemberOutcome(TrainingRecord):
+    """How one member of an ensemble ended: its training record, its initial and final states,
+    and (with early stopping) ``validation_accuracy``, the held-out accuracy of the returned
+    weights; ``diagnostics`` are a closed-form fit's numbers."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
     index: int
-    status: MemberStatus
-    steps: int
-    epochs: float
-    steps_to_fit: int | None
-    train_accuracy: float
-    train_loss: float
-    loss_curve: list[tuple[int, float]]
     initial_state: dict[str, torch.Tensor]
     final_state: dict[str, torch.Tensor]
     wall_time: float
     validation_accuracy: float | None = None
+    diagnostics: dict[str, float] = Field(default_factory=dict)
 
 
 @dataclass
@@ -186,7 +163,7 @@ class EnsembleTrainer:
         vmappable: bool = True,
         stacked: bool = True,
     ) -> None:
-        """``stacked``: run the models that ``genbench.stacked_forward`` accepts (plain
+        """``stacked``: run the models that ``genbench.training.stacked_forward`` accepts (plain
         Sequential MLPs and conv nets) without ``vmap`` (``False`` forces ``vmap``, for
         comparison)."""
         self.config = config
@@ -511,60 +488,7 @@ class _Fit:
         self.layout = _Layout(self.members, self.cohorts, self.train_indices)
 
 
-def augment_batch(x: torch.Tensor, padding: int, generators: list[torch.Generator]) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, per example, for a
-    batch of image minibatches ``x`` [M, B, C, H, W]; member m draws from generators[m].
-
-    Each image is padded by ``padding`` pixels on every side, a random H×W window is
-    cut out (offsets uniform in [0, 2·padding]), and it is mirrored left-right with
-    probability 1/2 — the augmentation of Zhang et al. 2017's "random crop" rows and of
-    the usual CIFAR-10 recipes.
-    """
-    offsets, flips = augment_draws(generators, x.shape[1], padding)
-    return augment_apply(x, padding, offsets, flips)
-
-
-def augment_draws(generators: list[torch.Generator], batch: int, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop offsets [M, batch, 2] and flip flags [M, batch], row m drawn from generators[m]."""
-    offsets, flips = [], []
-    for generator in generators:
-        offsets.append(torch.randint(0, 2 * padding + 1, (batch, 2), generator=generator))
-        flips.append(torch.rand(batch, generator=generator) < 0.5)
-    return torch.stack(offsets), torch.stack(flips)
-
-
-def augment_apply(x: torch.Tensor, padding: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Crop and flip the images ``x`` [M, B, C, H, W] as ``augment_draws`` decided."""
-    if x.dim() != 5:
-        raise ValueError(f"augmentation needs image inputs (channels, height, width); got {tuple(x.shape[2:])}")
-    members, batch, channels, height, width = x.shape
-    offset = offsets.to(x.device)
-    flip = flips.to(x.device)
-    padded = F.pad(x, (padding, padding, padding, padding))
-    rows = offset[..., 0, None] + torch.arange(height, device=x.device)
-    columns = torch.arange(width, device=x.device).expand(members, batch, width)
-    columns = torch.where(flip[..., None], width - 1 - columns, columns) + offset[..., 1, None]
-    full_width = width + 2 * padding
-    cropped = padded.gather(3, rows[:, :, None, :, None].expand(members, batch, channels, height, full_width))
-    return cropped.gather(4, columns[:, :, None, None, :].expand(members, batch, channels, height, width))
-
-
 def _zero_running(members: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Per-member sums over the current epoch's minibatches (before each update)."""
     zeros = torch.zeros(members, device=device)
     return {"correct": zeros.clone(), "loss": zeros.clone(), "seen": torch.zeros((), device=device)}
-
-
-def predict(model: nn.Module, inputs: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Logits of ``model`` (eval mode) on ``inputs``, in chunks, on ``device``; returned on CPU."""
-    model = model.to(device).eval()
-    outputs = [model(inputs[i : i + EVAL_CHUNK].to(device)).cpu() for i in range(0, len(inputs), EVAL_CHUNK)]
-    return torch.cat(outputs) if outputs else torch.empty(0)
-
-
-def accuracy_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    if len(labels) == 0:
-        return math.nan, math.nan
-    accuracy = (logits.argmax(-1) == labels).float().mean().item()
-    loss = F.cross_entropy(logits, labels).item()
-    return accuracy, loss

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from genbench.seeding import derive_seed
+
 
 def held_out_size(subset_size: int, fraction: float) -> int:
     """Examples set aside out of ``subset_size``: round(fraction · size), at least 1,
@@ -32,8 +34,6 @@ def validation_split(
     Member i's split is a function of ``seeds[i]`` and its row alone (so a run splits
     the same way alone and inside an ensemble); the kept indices stay in their
     original order."""
-    from genbench.training import derive_seed
-
     rows = train_indices.cpu()
     subset_size = int(rows.shape[1])
     size = held_out_size(subset_size, fraction)

@@ -1,0 +1,228 @@
+"""Retraining for measures: the jobs of many runs trained together, identical jobs once.
+
+A measure that retrains (``RetrainingMeasure``) describes its networks as ``RetrainJob``s. The
+evaluate stage adds the jobs of every run of a training group to one ``RetrainingBatch``, which
+
+1. resolves each job against its run (the run's inputs, classes and recipe unless the job says
+   otherwise) and keys it by content — architecture, recipe, classes, seed, and digests of its
+   labels, training subset and inputs — so that identical jobs (the two step-count measures'
+   continuation of a run; the random labelings of ``rademacher``, the same for every run on the
+   same inputs) are trained once;
+2. groups the distinct jobs that can share an ensemble (same architecture, recipe, classes, input
+   shape, number of examples and subset size) and trains each group through the run's trainer
+   (``genbench.training.trainer_for``: stacked ensembles, or closed-form fits), in chunks that fit
+   the memory budget;
+3. hands each run its networks in job order (``Retrained``), restored on demand, with the
+   training time of each network shared among the jobs that asked for it.
+
+``Retrainer`` is the same for one run alone: ``ctx.retrainer.train(jobs)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from genbench.datasets import Dataset
+from genbench.engine.data import run_trainer
+from genbench.engine.train import MAX_ENSEMBLE
+from genbench.inference import predict
+from genbench.measures.base import Retrained, RetrainJob, tensor_digest
+from genbench.schemas import RunSpec, TrainingRecord, content_hash
+from genbench.training import MemberOutcome, Trainer
+from genbench.training.memory import default_budget, ensemble_size, member_bytes
+
+
+@dataclass
+class _Network:
+    """One distinct job: what trains it, and (after training) its outcome and cost."""
+
+    run: RunSpec
+    dataset: Dataset
+    job: RetrainJob  # resolved: inputs, classes and recipe filled in
+    ensemble: str
+    requests: int = 0
+    outcome: MemberOutcome | None = None
+    trainer: Trainer | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class Ticket:
+    """What one run's measure asked for: its networks' keys, in job order."""
+
+    keys: list[str] = field(default_factory=list)
+    jobs: list[RetrainJob] = field(default_factory=list)
+
+
+class RetrainingFailed(Exception):
+    """A retraining ensemble failed; every job in it fails with this reason."""
+
+
+class RetrainingBatch:
+    """Collects retraining jobs of many runs, trains them as ensembles, hands back networks."""
+
+    def __init__(self, device: torch.device, memory_budget: int | None = None) -> None:
+        self.device = device
+        self.memory_budget = memory_budget
+        self._networks: dict[str, _Network] = {}
+        self._digests: dict[int, tuple[torch.Tensor, str]] = {}
+
+    @property
+    def distinct_jobs(self) -> int:
+        """How many distinct networks the jobs added so far ask for."""
+        return len(self._networks)
+
+    # -------------------------------------------------------------- jobs in
+    def _digest(self, tensor: torch.Tensor | None, name: str) -> str | None:
+        if tensor is None:
+            return None
+        known = self._digests.get(id(tensor))
+        if known is None or known[0] is not tensor:
+            known = (tensor, tensor_digest([(name, tensor)]))
+            self._digests[id(tensor)] = known
+        return known[1]
+
+    def _resolved(self, run: RunSpec, dataset: Dataset, job: RetrainJob) -> RetrainJob:
+        inputs = dataset.x_train if job.inputs is None else job.inputs
+        labels = job.labels.detach().to("cpu", torch.int64)
+        if labels.shape != (inputs.shape[0],):
+            raise ValueError(f"a retraining job needs one label per training example ({inputs.shape[0]}); got {tuple(labels.shape)}")
+        indices = None if job.train_indices is None else job.train_indices.detach().to("cpu", torch.int64).reshape(-1)
+        return RetrainJob(
+            labels=labels,
+            seed=int(job.seed),
+            train_indices=indices,
+            inputs=inputs,
+            num_classes=dataset.num_classes if job.num_classes is None else int(job.num_classes),
+            train=run.train if job.train is None else job.train,
+        )
+
+    def add(self, run: RunSpec, dataset: Dataset, jobs: list[RetrainJob]) -> Ticket:
+        """Register ``jobs`` of ``run`` (whose training data is ``dataset``); returns the ticket that
+        ``networks`` takes once ``train`` has run."""
+        ticket = Ticket()
+        for job in jobs:
+            resolved = self._resolved(run, dataset, job)
+            n = resolved.inputs.shape[0]
+            ensemble = content_hash(
+                {
+                    "model": run.model.model_dump(mode="json"),
+                    "train": resolved.train.model_dump(mode="json"),
+                    "classes": resolved.num_classes,
+                    "input_shape": list(resolved.inputs.shape[1:]),
+                    "n": n,
+                    "m": n if resolved.train_indices is None else len(resolved.train_indices),
+                }
+            )
+            key = content_hash(
+                {
+                    "ensemble": ensemble,
+                    "seed": resolved.seed,
+                    "labels": self._digest(resolved.labels, "labels"),
+                    "indices": self._digest(resolved.train_indices, "indices"),
+                    "inputs": self._digest(resolved.inputs, "inputs"),
+                }
+            )
+            network = self._networks.get(key)
+            if network is None:
+                network = self._networks[key] = _Network(run, dataset, resolved, ensemble)
+            network.requests += 1
+            ticket.keys.append(key)
+            ticket.jobs.append(job)
+        return ticket
+
+    # -------------------------------------------------------------- training
+    def train(self) -> None:
+        """Train every job not trained yet, ensemble by ensemble; a failure fails that ensemble's jobs."""
+        groups: dict[str, list[_Network]] = defaultdict(list)
+        for network in self._networks.values():
+            if network.outcome is None and network.error is None:
+                groups[network.ensemble].append(network)
+        for members in groups.values():
+            try:
+                trainer = run_trainer(members[0].run, members[0].dataset, self.device,
+                                      members[0].job.num_classes, members[0].job.train)
+                size = self._members_that_fit(trainer, members)
+            except Exception as exc:  # noqa: BLE001 - recorded on every job of the group
+                for network in members:
+                    network.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                continue
+            for start in range(0, len(members), size):
+                self._train_chunk(trainer, members[start : start + size])
+
+    def _members_that_fit(self, trainer: Trainer, members: list[_Network]) -> int:
+        if not trainer.memory_bound:
+            return len(members)
+        budget = self.memory_budget if self.memory_budget is not None else default_budget(self.device)
+        first = members[0].job
+        own_inputs = any(network.job.inputs is not first.inputs for network in members[1:])
+        model = trainer.build()
+        n = first.inputs.shape[0]
+        per_member = member_bytes(model, tuple(first.inputs.shape[1:]), first.train.batch_size, n, own_inputs)
+        return ensemble_size(per_member, budget, MAX_ENSEMBLE)
+
+    def _train_chunk(self, trainer: Trainer, members: list[_Network]) -> None:
+        jobs = [network.job for network in members]
+        shared = all(job.inputs is jobs[0].inputs for job in jobs)
+        inputs = jobs[0].inputs if shared else torch.stack([job.inputs for job in jobs])
+        labels = torch.stack([job.labels for job in jobs])
+        indices = None
+        if any(job.train_indices is not None for job in jobs):
+            everything = torch.arange(labels.shape[1])
+            indices = torch.stack([everything if job.train_indices is None else job.train_indices for job in jobs])
+        started = time.perf_counter()
+        try:
+            outcomes = trainer.fit(inputs, labels, [job.seed for job in jobs], train_indices=indices,
+                                   per_member_inputs=not shared)
+        except Exception as exc:  # noqa: BLE001 - recorded on every job of the chunk
+            for network in members:
+                network.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            return
+        share = (time.perf_counter() - started) / len(members)
+        for outcome in outcomes:
+            network = members[outcome.index]
+            network.outcome, network.trainer, network.seconds = outcome, trainer, share
+
+    # ------------------------------------------------------------ networks out
+    def networks(self, ticket: Ticket, device: torch.device | None = None) -> list[Retrained]:
+        """The trained networks of ``ticket``, in job order; raises ``RetrainingFailed`` when one failed."""
+        retrained = []
+        for key, job in zip(ticket.keys, ticket.jobs):
+            network = self._networks[key]
+            if network.error is not None:
+                raise RetrainingFailed(f"retraining failed: {network.error}")
+            if network.outcome is None:
+                raise RuntimeError("RetrainingBatch.networks called before train")
+            model = network.trainer.restore(network.outcome.final_state).to(device or self.device).eval()
+            log = TrainingRecord.of(network.outcome) if network.trainer.takes_steps else None
+            retrained.append(Retrained(job=job, model=model, log=log))
+        return retrained
+
+    def seconds(self, ticket: Ticket) -> float:
+        """The training time of the ticket's networks, each shared among the jobs that asked for it."""
+        return sum(self._networks[key].seconds / self._networks[key].requests for key in ticket.keys)
+
+
+class Retrainer:
+    """``ctx.retrainer``: trains a run's architecture with its recipe on other labels, now, for this
+    run alone (the evaluate stage batches the jobs of many runs instead)."""
+
+    def __init__(self, run: RunSpec, dataset: Dataset, device: torch.device, memory_budget: int | None = None) -> None:
+        self.run, self.dataset, self.device, self.memory_budget = run, dataset, device, memory_budget
+
+    def train(self, jobs: list[RetrainJob]) -> list[Retrained]:
+        """One ``Retrained`` per job, in order (identical jobs are trained once)."""
+        batch = RetrainingBatch(self.device, self.memory_budget)
+        ticket = batch.add(self.run, self.dataset, jobs)
+        batch.train()
+        return batch.networks(ticket)
+
+    def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of ``model`` on ``inputs`` (on the CPU)."""
+        return predict(model, inputs, self.device)

@@ -1,0 +1,15 @@
+"""Seeds of independent random streams, derived from a run's seed: the one formula training and
+measures use (initialization, data order, augmentation, held-out splits, measure generators).
+
+Changing the formula changes every trained network and every measure drawn from it: it would have
+to bump the store's runs (their ids) and every measure's version."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """An independent 63-bit seed for ``purpose`` (e.g. "init", "data-order") from ``seed``."""
+    digest = hashlib.sha256(f"{int(seed)}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
