@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -153,7 +153,7 @@ class EvaluateStage:
                     self._evaluate_batch(runs[start : start + RUNS_PER_BATCH], summary)
         finally:
             self.reporter.stop()
-        self._warn_failures(summary)
+        self._warn_failures(summary, {t.measure.name: getattr(t.measure, "origin", None) for t in todos})
         return summary
 
     def _evaluate_batch(self, runs: list[tuple[RunSpec, RunResult, list[_Todo]]], summary: EvaluationSummary) -> None:
@@ -241,7 +241,7 @@ class EvaluateStage:
         summary.values.append(record)
         self.reporter.evaluated()
 
-    def _warn_failures(self, summary: EvaluationSummary) -> None:
+    def _warn_failures(self, summary: EvaluationSummary, origins: dict[str, Any]) -> None:
         """One line per measure that failed, with how many runs and its first reason (store failures
         were reported per run already)."""
         failures: dict[str, list[MeasureValue]] = defaultdict(list)
@@ -249,7 +249,7 @@ class EvaluateStage:
             if value.details.get("stage") != "store":
                 failures[value.measure].append(value)
         for measure, values in failures.items():
-            origin = ""
+            origin = f" ({origins[measure]})" if origins.get(measure) else ""
             self.reporter.warn(
                 f"measure {measure}{origin} failed on {len(values)} run{'s' if len(values) != 1 else ''} "
                 f"(first: run {values[0].run_id}: {values[0].error})"

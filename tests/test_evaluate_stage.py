@@ -1,0 +1,212 @@
+"""The evaluate stage: one context per run shared by its measures, declared requirements only,
+retraining batched per training group, and failures that stay where they happen."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import genbench
+from genbench.cli.main import app
+from genbench.engine import Engine, RetrainingBatch, resolve_measures, resolve_runs
+from genbench.errors import ExitCode
+from genbench.measures.base import BaseMeasure, RetrainingMeasure, RetrainJob
+from genbench.schemas import ComponentRef, ExperimentSpec, TrainConfig
+
+SPEC = ExperimentSpec(
+    datasets=[ComponentRef(name="digits", options={"subset": 120})],
+    models=[ComponentRef(name="mlp", options={"hidden": [16]})],
+    levels=[0.0, 1.0],
+    seeds=[0, 1],
+    train=TrainConfig(lr=0.1, schedule="constant", max_steps=600),
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate") / "store"
+    store = genbench.open_store(root)
+    runs = resolve_runs(SPEC)
+    Engine(store, device="cpu").train(runs)
+    store.close()
+    return root, runs
+
+
+def fresh_copy(trained, tmp_path):
+    import shutil
+
+    root, runs = trained
+    shutil.copytree(root, tmp_path / "store")
+    return genbench.open_store(tmp_path / "store"), runs
+
+
+class CountingContexts(BaseMeasure):
+    """Records the cache object and generator draw it sees on every run."""
+
+    name = "counting-contexts"
+    version = "1"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def compute(self, ctx, options):
+        ctx.cached("counting", lambda: len(self.seen))
+        self.seen.append((ctx.spec.run_id, id(ctx.cache)))
+        return float(torch.rand(1, generator=ctx.generator))
+
+
+class ReadsCache(CountingContexts):
+    name = "reads-cache"
+
+
+def test_the_measures_of_a_run_share_one_cache_and_each_run_has_its_own(trained, tmp_path):
+    store, runs = fresh_copy(trained, tmp_path)
+    first, second = CountingContexts(), ReadsCache()
+    Engine(store, device="cpu").evaluate([(first, first.Options()), (second, second.Options())])
+    caches = dict(first.seen)
+    assert dict(second.seen) == caches  # the same cache object for both measures of a run
+    assert len(set(caches.values())) == len(runs)  # one per run
+
+
+def test_evaluating_the_same_store_twice_in_one_process_gives_identical_values(trained, tmp_path):
+    names = ["inverse-margin", "pacbayes-flatness", "pacbayes-init", "rademacher", "steps-to-fit", "vc-bound"]
+    results = []
+    for attempt in range(2):
+        store, _ = fresh_copy(trained, tmp_path / str(attempt))
+        Engine(store, device="cpu").evaluate(resolve_measures([ComponentRef(name=n) for n in names]))
+        frame = store.measure_values().sort_values(["run_id", "measure"])
+        results.append(list(zip(frame["run_id"], frame["measure"], frame["value"], frame["status"])))
+    assert results[0] == results[1]
+    assert {status for *_, status in results[0]} == {"ok"}
+
+
+def test_no_module_level_mutable_state_in_the_measures_or_the_engine():
+    mutable = (dict, list, set, bytearray)
+    found = []
+    for package in (genbench.measures, genbench.engine):
+        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            module = importlib.import_module(info.name)
+            for name, value in vars(module).items():
+                if not name.startswith("__") and isinstance(value, mutable):
+                    found.append(f"{info.name}.{name}")
+    assert not found
+
+
+class ReadsInitial(BaseMeasure):
+    name = "reads-initial"
+    version = "1"
+
+    def compute(self, ctx, options):
+        return float(sum(p.sum() for p in ctx.initial_model.parameters()))
+
+
+def test_an_undeclared_requirement_is_absent_in_the_engine(trained, tmp_path):
+    store, runs = fresh_copy(trained, tmp_path)
+    measure = ReadsInitial()
+    values = Engine(store, device="cpu").evaluate([(measure, measure.Options())])
+    assert {v.status for v in values} == {"failed"}
+    assert "without declaring 'init_weights'" in values[0].error
+    declared = type("DeclaresInitial", (ReadsInitial,), {"name": "declares-initial", "requires": frozenset({"init_weights"})})()
+    values = Engine(store, device="cpu").evaluate([(declared, declared.Options())])
+    assert {v.status for v in values} == {"ok"}
+
+
+class Labelings(RetrainingMeasure):
+    """The training accuracy of a network retrained on the run's own labels with seed 0 (identical
+    jobs for runs with equal labels) and on labels shifted by the run's seed."""
+
+    name = "labelings"
+    version = "1"
+
+    def jobs(self, ctx, options):
+        labels = ctx.train_labels.cpu()
+        return [RetrainJob(labels=labels, seed=0), RetrainJob(labels=(labels + 1) % ctx.num_classes, seed=ctx.spec.seed)]
+
+    def finish(self, ctx, options, networks):
+        accuracy = (ctx.retrainer.predict(networks[0].model, ctx.train_inputs).argmax(-1) == ctx.train_labels.cpu())
+        return float(accuracy.double().mean())
+
+
+def test_retraining_jobs_of_a_group_train_together_and_equal_jobs_alone(trained, tmp_path, monkeypatch):
+    store, runs = fresh_copy(trained, tmp_path)
+    chunks = []
+    real = RetrainingBatch._train_chunk
+
+    def recording(self, trainer, members):
+        chunks.append(len(members))
+        return real(self, trainer, members)
+
+    monkeypatch.setattr(RetrainingBatch, "_train_chunk", recording)
+    measure = Labelings()
+    batched = {v.run_id: v.value for v in Engine(store, device="cpu").evaluate([(measure, measure.Options())])}
+    # one ensemble per group, not per run; the two p_c = 0 runs have equal labels, so their
+    # seed-0 jobs are one network: 2 × 4 jobs, 7 distinct
+    assert chunks == [7]
+    # each run alone (through ctx.retrainer) gives the same values: the MLP trains the same in any ensemble
+    engine = Engine(store, device="cpu")
+    for run, result in store.iter_runs():
+        alone = measure.compute(engine.context(run, result, measure), measure.Options())
+        assert alone == pytest.approx(batched[run.run_id], abs=1e-12)
+
+
+def test_a_damaged_checkpoint_fails_that_runs_values_only_and_the_command_exits_non_zero(trained, tmp_path):
+    store, runs = fresh_copy(trained, tmp_path)
+    damaged = runs[1].run_id
+    path = store.checkpoint_path(damaged, "final")
+    path.write_bytes(path.read_bytes()[:50])
+    result = CliRunner().invoke(app, ["evaluate", "--measure", "params", "--measure", "inverse-margin",
+                                      "--store", str(tmp_path / "store")])
+    assert result.exit_code == ExitCode.STORE_ERROR, result.output
+    assert f"run {damaged}" in result.output and "checkpoint unreadable" in result.output
+    values = store.measure_values()
+    ok = values[values["status"] == "ok"]
+    assert set(ok["run_id"]) == {r.run_id for r in runs} - {damaged} and len(ok) == 2 * (len(runs) - 1)
+    failed = values[values["status"] == "failed"]
+    assert set(failed["run_id"]) == {damaged} and failed["error"].str.contains("checkpoint unreadable").all()
+    # repaired, the failed values are computed next time, and only they
+    original = trained[0] / "checkpoints" / damaged / "final.safetensors"
+    path.write_bytes(original.read_bytes())
+    again = Engine(store, device="cpu").evaluate(resolve_measures([ComponentRef(name="params"), ComponentRef(name="inverse-margin")]))
+    assert {v.run_id for v in again} == {damaged} and {v.status for v in again} == {"ok"}
+
+
+class ReturnsNaN(BaseMeasure):
+    name = "returns-nan"
+    version = "1"
+
+    def compute(self, ctx, options):
+        return math.nan
+
+
+def test_a_nan_value_is_a_failure_with_its_reason_and_is_computed_again(trained, tmp_path):
+    store, runs = fresh_copy(trained, tmp_path)
+    measure = ReturnsNaN()
+    engine = Engine(store, device="cpu")
+    values = engine.evaluate([(measure, measure.Options())])
+    assert [v.status for v in values] == ["failed"] * len(runs)
+    assert values[0].error == "the measure returned NaN"
+    assert len(engine.evaluate([(measure, measure.Options())])) == len(runs)
+
+
+def test_a_diverged_run_is_skipped_with_its_reason_and_not_retried(tmp_path):
+    spec = SPEC.model_copy(update={"levels": [0.0], "seeds": [0], "train": TrainConfig(lr=1e12, schedule="constant", max_steps=30)})
+    store = genbench.open_store(tmp_path / "store")
+    engine = Engine(store, device="cpu")
+    engine.train(resolve_runs(spec))
+    [value] = engine.evaluate(resolve_measures([ComponentRef(name="params")]))
+    assert value.status == "skipped" and "diverged" in value.error and math.isnan(value.value)
+    assert engine.evaluate(resolve_measures([ComponentRef(name="params")])) == []
+
+
+def test_values_record_their_kind_and_whether_their_options_are_the_defaults(trained, tmp_path):
+    store, _ = fresh_copy(trained, tmp_path)
+    engine = Engine(store, device="cpu")
+    engine.evaluate(resolve_measures([ComponentRef(name="cross-validation"), ComponentRef(name="inverse-margin", options={"percentile": 5})]))
+    frame = store.measure_values().drop_duplicates("measure").set_index("measure")
+    assert frame.loc["cross-validation", "kind"] == "capability" and frame.loc["cross-validation", "default_options"]
+    assert frame.loc["inverse-margin", "kind"] == "complexity" and not frame.loc["inverse-margin", "default_options"]
