@@ -90,22 +90,26 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from genbench.datasets.base import Dataset
-from genbench.engine import group_runs, is_closed_form, model_builder, prepare_data, resolve_runs
+from genbench.engine import group_runs, prepare_data, resolve_runs, run_trainer
+from genbench.inference import EVAL_CHUNK, pick_device
 from genbench.plugins import registry
 from genbench.schemas import DEFAULT_EXPERIMENT_TRAIN, ComponentRef, ExperimentSpec, RunSpec
-from genbench.training import (
-    EVAL_CHUNK,
-    EnsembleTrainer,
-    build_initialized,
-    derive_seed,
-    learning_rate,
-    pick_device,
-)
+from genbench.seeding import derive_seed
+from genbench.training import EnsembleTrainer, build_initialized, learning_rate
+
+
+def is_closed_form(run: RunSpec) -> bool:
+    return bool(getattr(registry("models").get(run.model.name), "closed_form", False))
+
+
+def model_builder(run: RunSpec, dataset: Dataset):
+    """The run's network builder (untrained) on ``dataset``'s inputs."""
+    return run_trainer(run, dataset, torch.device("cpu")).build
 
 GRIDS = ("default-mlp", "default", "cifar-mlp")
 CIFAR_DIM = 3072
 CIFAR_RUNS = 32
-#: cleared by --no-stacked: conv nets run under vmap instead of genbench.stacked_forward
+#: cleared by --no-stacked: conv nets run under vmap instead of genbench.training.stacked_forward
 STACKED = True
 
 
@@ -658,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="plain side: DataLoader num_workers (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument(
-        "--no-stacked", action="store_true", help="genbench side: conv nets under vmap, not genbench.stacked_forward"
+        "--no-stacked", action="store_true", help="genbench side: conv nets under vmap, not genbench.training.stacked_forward"
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the few untimed warm-up steps")
     parser.add_argument(

@@ -5,7 +5,7 @@ Importing genbench loads no plugins; the first registry access does.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from genbench.version import __version__
 
 from genbench.hookspecs import hookimpl
 from genbench.schemas import ExperimentSpec, Options, RunSpec, TrainConfig
@@ -21,7 +21,16 @@ __all__ = [
     "run",
     "evaluate",
     "leaderboard",
+    "BaseMeasure",
+    "Estimate",
+    "Measure",
+    "MeasureContext",
+    "RetrainingMeasure",
+    "RetrainJob",
+    "Retrained",
 ]
+
+_MEASURE_CONTRACT = {"BaseMeasure", "Estimate", "Measure", "MeasureContext", "RetrainingMeasure", "RetrainJob", "Retrained"}
 
 
 def __getattr__(name: str):  # lazy: keep `import genbench` light
@@ -29,7 +38,7 @@ def __getattr__(name: str):  # lazy: keep `import genbench` light
         from genbench import api
 
         return getattr(api, name)
-    if name in {"Measure", "MeasureContext"}:
+    if name in _MEASURE_CONTRACT:
         from genbench import measures
 
         return getattr(measures, name)

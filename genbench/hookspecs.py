@@ -38,9 +38,13 @@ def register_datasets(register: Register) -> None:
 def register_corruptions(register: Register) -> None:
     """Register corruptions: ``register(corruption)`` where ``corruption``
     satisfies :class:`genbench.corruptions.Corruption` (``name``,
-    ``description``, ``Options`` and ``apply(dataset, level, seed, options) ->
-    genbench.datasets.Dataset``). ``level`` in [0, 1] is the fraction of
-    examples touched; the result must be a pure function of its arguments."""
+    ``description``, ``Options`` and ``apply(dataset, level, seed, options,
+    test_labels="clean") -> genbench.datasets.Dataset``). ``level`` in [0, 1]
+    is the fraction of examples touched; ``test_labels`` is "clean" (leave the
+    test split alone) or "corrupted" (corrupt it the same way); the result must
+    be a pure function of its arguments. Optional ``uninformative_at_full =
+    True`` declares that at level 1 the training labels carry no information
+    about the inputs (where a capability score must be 0)."""
 
 
 @hookspec
@@ -48,7 +52,10 @@ def register_models(register: Register) -> None:
     """Register model architectures: ``register(model)`` where ``model``
     satisfies :class:`genbench.models.ModelFactory` (``name``, ``description``,
     ``Options``, ``vmappable`` and ``build(input_shape, num_classes, options)
-    -> torch.nn.Module``)."""
+    -> torch.nn.Module``). A model fitted in closed form sets ``closed_form =
+    True`` and provides ``fit``, ``initial`` and ``from_state`` instead (see
+    :mod:`genbench.models`); it trains through the same ``fit()`` as the rest
+    (``genbench.training.trainer_for``)."""
 
 
 @hookspec
@@ -56,8 +63,14 @@ def register_measures(register: Register) -> None:
     """Register generalization measures: ``register(measure)`` where
     ``measure`` satisfies :class:`genbench.measures.Measure` (``name``,
     ``kind`` in {"complexity", "capability"}, ``version``, ``requires``,
-    ``Options`` and ``compute(ctx, options) -> float``). A measure never sees
-    test data."""
+    ``Options`` and ``compute(ctx, options) -> float | genbench.Estimate``).
+    A measure that retrains networks subclasses
+    :class:`genbench.RetrainingMeasure` and provides ``jobs(ctx, options) ->
+    [genbench.RetrainJob]`` and ``finish(ctx, options, networks) -> float |
+    Estimate`` instead of ``compute``: the evaluate stage trains the jobs of a
+    whole training group together. The context holds only what ``requires``
+    declares ("init_weights", "training_log", "retrain"; "train_data" is
+    informational) and never test data."""
 
 
 @hookspec

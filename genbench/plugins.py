@@ -24,14 +24,19 @@ from genbench.registry import Origin, Registry
 
 ENTRY_POINT_GROUP = "genbench"
 
-#: hook name -> (registry key, singular noun used in messages)
-HOOKS: dict[str, tuple[str, str]] = {
-    "register_datasets": ("datasets", "dataset"),
-    "register_corruptions": ("corruptions", "corruption"),
-    "register_models": ("models", "model"),
-    "register_measures": ("measures", "measure"),
-    "register_executors": ("executors", "executor"),
-}
+def _hooks() -> dict[str, tuple[str, str]]:
+    """hook name -> (registry key, singular noun used in messages), for every hookspec of
+    ``genbench.hookspecs`` (``register_measures`` -> ("measures", "measure"))."""
+    hooks = {}
+    for name, function in vars(hookspecs).items():  # in the order the hooks are defined
+        if name.startswith("register_") and hasattr(function, f"{hookspecs.PROJECT}_spec"):
+            key = name.removeprefix("register_")
+            hooks[name] = (key, key.removesuffix("s"))
+    return hooks
+
+
+#: hook name -> (registry key, singular noun used in messages), derived from the hookspecs.
+HOOKS: dict[str, tuple[str, str]] = _hooks()
 
 BUILTIN_MODULES = (
     "genbench.datasets",
@@ -90,7 +95,7 @@ def _selected(names: Iterable[str]) -> set[str] | None:
 
 
 def _genbench_version() -> str:
-    from genbench import __version__
+    from genbench.version import __version__
 
     return __version__
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from genbench import __version__
+from genbench.version import __version__
 from genbench.cli import data, experiments, info
 
 app = typer.Typer(

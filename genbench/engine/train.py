@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from genbench import __version__
+from genbench.version import __version__
 from genbench.datasets import Dataset
 from genbench.engine.data import DataCache, run_trainer, uninformative_labels
 from genbench.inference import accuracy_and_loss, predict
