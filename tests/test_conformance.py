@@ -260,3 +260,33 @@ def test_the_measure_in_contributing_md_passes():
     norm = check_measure(measure, measure.Options(squared=False))
     for architecture, value in squared.items():
         assert norm[architecture] == pytest.approx(value**0.5, rel=1e-9)
+
+
+def test_the_retraining_measure_in_contributing_md_passes_alone_and_batched(tmp_path):
+    text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text()
+    source = re.search(r"```python\n(# genbench_shuffled_fit/__init__.py\n.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(source, "CONTRIBUTING.md", "exec"), namespace)
+    measure = namespace["ShuffledLabelFit"]()
+    values = check_measure(measure, architectures=("mlp",))
+    assert 0.0 <= values["mlp"] <= 1.0
+    # through the evaluate stage: the jobs of both runs of the group train as one ensemble
+    import genbench
+    from genbench.engine import Engine, resolve_runs
+    from genbench.schemas import ComponentRef, ExperimentSpec, TrainConfig
+
+    spec = ExperimentSpec(
+        datasets=[ComponentRef(name="digits", options={"subset": 100})],
+        models=[ComponentRef(name="mlp", options={"hidden": [16]})],
+        levels=[0.0, 1.0],
+        seeds=[0],
+        train=TrainConfig(lr=0.1, schedule="constant", max_steps=400),
+    )
+    store = genbench.open_store(tmp_path / "store")
+    engine = Engine(store, device="cpu")
+    engine.train(resolve_runs(spec))
+    batched = {v.run_id: v for v in engine.evaluate([(measure, measure.Options())])}
+    assert {v.status for v in batched.values()} == {"ok"}
+    for run, result in store.iter_runs():
+        alone = measure.compute(engine.context(run, result, measure), measure.Options())
+        assert alone == pytest.approx(batched[run.run_id].value, abs=1e-12)
