@@ -26,8 +26,14 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
+tree = os.environ.get("GENBENCH_BENCH_TREE")
+if tree:  # import genbench from that tree, not from the editable install
+    sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
+    sys.path.insert(0, tree)
 import torch
+import genbench
+print("genbench from", genbench.__file__, file=sys.stderr)
 from genbench.engine import Engine, resolve_measures, resolve_runs
 from genbench.schemas import ExperimentSpec
 from genbench.store import Store
@@ -59,8 +65,9 @@ print(json.dumps({
 
 def run_side(tree: Path | None, seeds: str) -> dict:
     env = dict(os.environ)
+    env.pop("GENBENCH_BENCH_TREE", None)
     if tree is not None:
-        env["PYTHONPATH"] = str(tree) + os.pathsep + env.get("PYTHONPATH", "")
+        env["GENBENCH_BENCH_TREE"] = str(tree)
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             [sys.executable, "-c", CHILD, str(Path(tmp) / "store"), seeds],

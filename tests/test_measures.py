@@ -594,20 +594,6 @@ def test_rademacher_jobs_differ_on_other_inputs_or_options():
     assert batch.distinct_jobs == 4  # the first two are the same job
 
 
-def blobs(seed: int, n: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two Gaussian blobs in R², centres (−5, −5) and (5, 5), unit variance."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 2
-    x = torch.randn(n, 2, generator=g) + (y[:, None].float() * 2 - 1) * 5.0
-    return x, y
-
-
-def cv_context(x, y, seed, hidden=(16,)):
-    run = make_run(list(hidden), CV_TRAIN, seed=seed)
-    model = MultilayerPerceptron().build((2,), 2, MLPOptions(hidden=list(hidden)))
-    return make_ctx(model, x, y, 2, run=run)
-
-
 # ---------------------------------------------------------------------------
 # cross-validation
 # ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from genbench.measures.base import (
     standard_error,
 )
 from genbench.measures.weights import fold_batch_norm, frobenius_norm, layer_weights, weight_count, weight_layers
-from genbench.schemas import Options, content_hash
+from genbench.schemas import Options
 
 
 class ParamsOptions(Options):

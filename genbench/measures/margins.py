@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-import torch
 from pydantic import Field
 
 from genbench.measures.base import BaseMeasure, MeasureContext
-from genbench.measures.quantities import margins, training_margin, training_margins
+from genbench.measures.quantities import training_margin
 from genbench.schemas import Options
 
 

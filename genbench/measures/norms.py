@@ -25,7 +25,7 @@ import torch
 from pydantic import Field
 
 from genbench.errors import MeasureError
-from genbench.measures.base import BaseMeasure, MeasureContext, SizeNormalizedOptions, one_intra_op_thread
+from genbench.measures.base import BaseMeasure, MeasureContext, SizeNormalizedOptions
 from genbench.measures.quantities import (
     all_finite,
     cached_on_one_thread,
@@ -34,7 +34,7 @@ from genbench.measures.quantities import (
     training_margin,
     weight_changes,
 )
-from genbench.measures.weights import NORMALIZATION_LAYERS, as_matrix, fold_batch_norm, layer_weights
+from genbench.measures.weights import NORMALIZATION_LAYERS, as_matrix, fold_batch_norm
 
 JIANG = "Jiang et al. 2020, 'Fantastic generalization measures and where to find them', §C"
 

@@ -28,7 +28,6 @@ from typing import ClassVar
 
 import torch
 from pydantic import Field
-from torch import nn
 
 from genbench.errors import MeasureError
 from genbench.measures.base import (
@@ -37,7 +36,6 @@ from genbench.measures.base import (
     MeasureContext,
     SizeNormalizedOptions,
     standard_error,
-    tensor_digest,
 )
 from genbench.measures.perturb import perturbable_parameters, perturbed_metrics, standard_normal_like
 from genbench.measures.quantities import folded_weights, weight_changes

@@ -9,10 +9,9 @@ parameter's magnitude.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from pydantic import Field
 from torch import nn
 
 from genbench.measures.base import BaseMeasure, Estimate, MeasureContext, SizeNormalizedOptions
-from genbench.measures.quantities import CHUNK, chunks, evaluation_copy, has_nonfinite_parameters, seeded_subset
+from genbench.measures.quantities import chunks, evaluation_copy, has_nonfinite_parameters, seeded_subset
 
 @torch.no_grad()
 def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
