@@ -105,28 +105,29 @@ def new_values(store: Store, values: list) -> pd.DataFrame:
     return frame[chosen].reset_index(drop=True)
 
 
-def measure_kinds() -> tuple[dict[str, str], dict[str, str]]:
-    """(kind, canonical default-options JSON) of every registered measure."""
-    import json
-
-    kinds, defaults = {}, {}
-    for name, measure in registry("measures").items():
-        kinds[name] = measure.kind
-        defaults[name] = json.dumps(measure.Options().model_dump(mode="json"), sort_keys=True)
-    return kinds, defaults
+def measure_kinds(names: Iterable[str] | None = None) -> dict[str, str]:
+    """The kind ("complexity" or "capability") of each installed measure among ``names``
+    (of every registered measure when None); names not installed are left out."""
+    measures = dict(registry("measures").items())
+    wanted = measures if names is None else [name for name in names if name in measures]
+    return {name: measures[name].kind for name in wanted}
 
 
 def leaderboard(store: StoreLike = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    """Every measure in the store scored against the generalization gap (a DataFrame)."""
+    """Every measure in the store scored against the generalization gap (a DataFrame).
+
+    Scoring reads only the store; the registry is asked only for the kind of a measure whose
+    values did not record one (an older store)."""
     target = _store(store)
     runs, values = target.runs(), target.measure_values()
     if run_ids is not None:
         wanted = set(run_ids)
         runs = runs[runs["run_id"].isin(wanted)]
         values = values[values["run_id"].isin(wanted)]
-    kinds, defaults = measure_kinds()
-    uninformative = {name for name, c in registry("corruptions").items() if getattr(c, "uninformative_at_full", False)}
-    return build_leaderboard(runs, values, kinds, defaults, uninformative)
+    recorded = values["kind"].notna()
+    unrecorded = set(values.loc[~recorded, "measure"]) - set(values.loc[recorded, "measure"])
+    kinds = measure_kinds(sorted(unrecorded)) if unrecorded else None
+    return build_leaderboard(runs, values, kinds=kinds)
 
 
 __all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec"]

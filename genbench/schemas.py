@@ -371,16 +371,28 @@ class MeasureValue(BaseModel):
 
 
 class MeasureScore(BaseModel):
-    """How well one measure predicts the generalization gap over a set of runs."""
+    """How well one measure, at one set of options, predicts the generalization gap over a set of
+    runs: one row of the leaderboard (see ``genbench.scoring.score_measures``).
+
+    Scores are oriented so that larger is better: a capability score enters negated. Any score
+    may be NaN (undefined, e.g. for a constant measure) and a value ±inf; JSON carries both."""
 
     model_config = JSON_CONFIG
-    measure: str
+    measure: str = Field(description="the row's label: the measure's name, with [k=v,...] when not at its default options")
     kind: Literal["complexity", "capability", "reference"]
-    reference: bool = False
-    runs: int
-    tau_gap: float
-    tau_level: float
-    psi: float
-    axiom: Literal["pass", "fail", "n/a"]
-    axiom_value: float | None = None
-    seconds_per_run: float
+    reference: bool = Field(False, description="a reference row (a noisy oracle), not a measure")
+    runs: int = Field(description="how many values were scored")
+    tau_gap: float = Field(description="Kendall tau-b with the gap over all runs")
+    psi: float = Field(description="granulated Kendall: the mean of psi_axes' defined values")
+    psi_axes: dict[str, float] = Field(
+        default_factory=dict, description="granulated Kendall's psi per grid axis that varies over the runs"
+    )
+    tau_level: float = Field(description="tau-b with the corruption level p_c within each corruption, averaged")
+    axiom: Literal["pass", "fail", "n/a"] = Field(
+        description="capability scores: whether the score is ≈ 0 where training labels carry no information"
+    )
+    axiom_value: float | None = Field(None, description="the mean score there (None where the check is n/a)")
+    value_clean: float = Field(description="mean value at the lowest corruption level")
+    value_noise: float = Field(description="mean value at the highest corruption level")
+    seconds_per_run: float = Field(description="mean seconds its values took")
+    name: str = Field(description="the measure's name (\"oracle\" for the reference rows)")

@@ -1,13 +1,14 @@
 """Scores that rank generalization measures against the observed generalization gap.
 
-Every function here is pure (numpy/pandas only) and works on a ``pandas.DataFrame``
-with one row per trained run: a column holding the value of a generalization
-measure, a column holding the generalization gap, and one column per
+Every function here is pure (numpy/pandas/scipy only, no registry, no I/O) and works
+on a ``pandas.DataFrame`` with one row per trained run: a column holding the value of
+a generalization measure, a column holding the generalization gap, and one column per
 hyperparameter *axis* (model name, corruption level, width, ...).
 
 Implemented scores
 ------------------
-* :func:`kendall_tau` -- Kendall's tau-b (Kendall 1945), NaN-aware.
+* :func:`kendall_tau` -- Kendall's tau-b (Kendall 1945), NaN-aware;
+  :func:`grouped_kendall_tau` -- the same within many groups at once.
 * :func:`granulated_kendall` -- Jiang et al. (ICLR 2020), "Fantastic
   generalization measures and where to find them", section 4.
 * :func:`sign_error` -- Dziugaite et al. (NeurIPS 2020), "In search of robust
@@ -16,23 +17,36 @@ Implemented scores
   competition), "NeurIPS 2020 Competition: Predicting Generalization in Deep
   Learning" (PGDL).
 * :func:`rank_correlation_with`, :func:`noisy_oracle` -- small helpers.
+* :func:`score_measures` -- the leaderboard's rows: every measure of a store's
+  frames (``Store.runs()``, ``Store.measure_values()``) scored with the above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
 
+from genbench.schemas import MeasureScore
+
 __all__ = [
     "kendall_tau",
+    "grouped_kendall_tau",
     "granulated_kendall",
     "sign_error",
     "conditional_mutual_information",
     "rank_correlation_with",
     "noisy_oracle",
+    "score_measures",
+    "AXES",
+    "ORACLE_STDS",
+    "ORACLE_SEED",
+    "AXIOM_TOLERANCE",
+    "UNINFORMATIVE_AT_FULL",
 ]
 
 # Largest number of pairwise comparisons materialised at once (a block of rows
@@ -41,6 +55,11 @@ _MAX_PAIRS_PER_BLOCK = 4_000_000
 
 # Above this many joint states we count cells with np.unique instead of np.bincount.
 _MAX_BINCOUNT_STATES = 1 << 24
+
+# Kendall tau of at most this many points is computed from all pairs (vectorised, and for
+# many groups at once); above it by scipy.stats.kendalltau, O(n log n) per call but with a
+# fixed cost of about 0.1 ms a call, about what all pairs of a group this size cost.
+_PAIRWISE_MAX_ROWS = 256
 
 
 # ---------------------------------------------------------------------------
@@ -90,6 +109,35 @@ def _tied_pair_count(values: np.ndarray) -> int:
     return int(np.sum(group_sizes * (group_sizes - 1) // 2))
 
 
+def _tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    """tau-b of two NaN-free vectors of at least two points (nan if either is constant)."""
+    if x.size > _PAIRWISE_MAX_ROWS:
+        from scipy.stats import kendalltau
+
+        # scipy counts the same integers (concordant - discordant, untied pairs) and
+        # divides in the same order, so both paths give the same float.
+        return float(kendalltau(x, y, method="asymptotic").statistic)
+    n = x.size
+    total_pairs = n * (n - 1) // 2
+    untied_in_x = total_pairs - _tied_pair_count(x)
+    untied_in_y = total_pairs - _tied_pair_count(y)
+    if untied_in_x == 0 or untied_in_y == 0:
+        return float("nan")
+    concordance = _concordance_sum(x, y)
+    tau = concordance / np.sqrt(untied_in_x) / np.sqrt(untied_in_y)
+    return float(np.clip(tau, -1.0, 1.0))
+
+
+def _tau_without_nan(x: np.ndarray, y: np.ndarray) -> float:
+    """tau-b over the positions where neither float vector is NaN."""
+    both_present = ~(np.isnan(x) | np.isnan(y))
+    if not both_present.all():
+        x, y = x[both_present], y[both_present]
+    if x.size < 2:
+        return float("nan")
+    return _tau_b(x, y)
+
+
 def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Kendall's tau-b rank correlation between two 1-D array-likes.
 
@@ -104,27 +152,16 @@ def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
 
     Entries where either ``x`` or ``y`` is NaN are dropped; +-inf are kept and
     ordered normally (equal infinities are ties). Returns ``nan`` when fewer
-    than two points remain or when either vector is constant. The computation
-    is a vectorised O(n^2) pairwise comparison, done in row blocks so that no
-    array larger than a few million entries is built.
+    than two points remain or when either vector is constant. Up to 256 points
+    the pairs are compared directly (vectorised); above that
+    ``scipy.stats.kendalltau`` counts them in O(n log n). Both count the same
+    integers, so the result does not depend on the path.
     """
     x_values = _as_float_vector(x, "x")
     y_values = _as_float_vector(y, "y")
     if x_values.shape != y_values.shape:
         raise ValueError(f"x and y differ in length: {x_values.size} vs {y_values.size}")
-    both_present = ~(np.isnan(x_values) | np.isnan(y_values))
-    x_values, y_values = x_values[both_present], y_values[both_present]
-    n = x_values.size
-    if n < 2:
-        return float("nan")
-    total_pairs = n * (n - 1) // 2
-    untied_in_x = total_pairs - _tied_pair_count(x_values)
-    untied_in_y = total_pairs - _tied_pair_count(y_values)
-    if untied_in_x == 0 or untied_in_y == 0:
-        return float("nan")
-    concordance = _concordance_sum(x_values, y_values)
-    tau = concordance / np.sqrt(untied_in_x) / np.sqrt(untied_in_y)
-    return float(np.clip(tau, -1.0, 1.0))
+    return _tau_without_nan(x_values, y_values)
 
 
 def rank_correlation_with(frame: pd.DataFrame, measure: str, column: str) -> float:
@@ -136,6 +173,182 @@ def rank_correlation_with(frame: pd.DataFrame, measure: str, column: str) -> flo
     Jiang et al. (ICLR 2020), "Fantastic generalization measures", section 4.
     """
     return kendall_tau(_float_column(frame, measure), _float_column(frame, column))
+
+
+# ---------------------------------------------------------------------------
+# Kendall tau-b within many groups at once
+# ---------------------------------------------------------------------------
+
+
+def _signs(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """sign(left - right) as int8 by comparisons: NaN compares as neither greater nor
+    smaller (sign 0), equal infinities as tied."""
+    return (left > right).view(np.int8) - (left < right).view(np.int8)
+
+
+class _Block:
+    """Groups of (about) one size, padded to ``width`` rows: what one pass of numpy covers."""
+
+    def __init__(self, groups: np.ndarray, rows: np.ndarray, y: np.ndarray, y_present: np.ndarray,
+                 distinct: np.ndarray | None) -> None:
+        self.groups = groups  # (k,) group ids
+        self.rows = rows  # (k, width) row indices; the padding points at the extra row (NaN)
+        y_rows = y[rows]
+        self.y_sign = _signs(y_rows[:, :, None], y_rows[:, None, :])  # (k, width, width)
+        self.y_above = self.y_sign > 0  # each pair untied in y, once
+        self.y_untied = np.count_nonzero(self.y_above, axis=(1, 2))
+        self.distinct = None if distinct is None else distinct[rows]
+        self.distinct_everywhere = self.distinct_among(y_present[rows])
+
+    def distinct_among(self, present: np.ndarray) -> np.ndarray | None:
+        """Whether each group takes two different ``distinct`` codes among its ``present`` rows."""
+        if self.distinct is None:
+            return None
+        low = np.where(present, self.distinct, np.iinfo(np.int64).max).min(axis=1)
+        high = np.where(present, self.distinct, np.iinfo(np.int64).min).max(axis=1)
+        return low < high
+
+
+#: Widths small groups are padded to (at most 1.5 times their size): one numpy pass per width.
+_BLOCK_WIDTHS = np.array([2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256])
+
+
+class _GroupedTau:
+    """Kendall tau-b of any ``x`` against a fixed ``y`` within every group of a fixed
+    partition of the rows, for many ``x`` (one per measure) in turn.
+
+    What depends only on the partition and ``y`` is computed once: the groups of at most
+    ``_PAIRWISE_MAX_ROWS`` rows laid out as blocks of equal width, and per block the sign
+    of ``y_i - y_j`` for every pair of its rows and the number of pairs untied in ``y``.
+    For one ``x``, per block and for all its groups at once::
+
+        tau_b = sum over pairs of sign(dx) sign(dy) / sqrt(#pairs untied in x * #pairs untied in y)
+
+    (over ordered pairs, sum [x_i > x_j] sign(y_i - y_j) is that numerator and
+    sum [x_i > x_j] the first count). A larger group goes to ``scipy.stats.kendalltau``
+    (O(n log n)). A row whose ``x`` or ``y`` is NaN is left out of its group. With
+    ``distinct`` (integer codes, one per row) a group also needs two different codes among
+    its remaining rows, else its tau is nan.
+    """
+
+    def __init__(self, groups: np.ndarray, group_count: int, y: np.ndarray, distinct: np.ndarray | None = None) -> None:
+        self.groups = np.asarray(groups, dtype=np.intp)
+        self.group_count = int(group_count)
+        self.rows = self.groups.size
+        self.y = np.asarray(y, dtype=float)
+        self.y_present = ~np.isnan(self.y)
+        self.y_complete = bool(self.y_present.all())
+        self.y_present_count = int(self.y_present.sum())
+        self.distinct = None if distinct is None else np.asarray(distinct, dtype=np.int64)
+        member = np.flatnonzero(self.groups >= 0)
+        order = member[np.argsort(self.groups[member], kind="stable")]
+        sorted_groups = self.groups[order]
+        starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]]) if order.size else order
+        lengths = np.diff(np.r_[starts, order.size])
+        group_ids = sorted_groups[starts]
+        # the extra row (index self.rows) pads blocks: NaN in x and y, never present
+        y_padded = np.append(self.y, np.nan)
+        present_padded = np.append(self.y_present, False)
+        distinct_padded = None if self.distinct is None else np.append(self.distinct, 0)
+        small = (lengths >= 2) & (lengths <= _PAIRWISE_MAX_ROWS)
+        widths = _BLOCK_WIDTHS[np.searchsorted(_BLOCK_WIDTHS, np.minimum(lengths, _BLOCK_WIDTHS[-1]))]
+        self.blocks: list[_Block] = []
+        for width in np.unique(widths[small]):
+            offsets = np.arange(width)
+            every = np.flatnonzero(small & (widths == width))
+            per_block = max(1, _MAX_PAIRS_PER_BLOCK // int(width) ** 2)
+            for chosen in np.array_split(every, math.ceil(every.size / per_block)):
+                inside = offsets[None, :] < lengths[chosen][:, None]
+                positions = np.minimum(starts[chosen][:, None] + offsets[None, :], order.size - 1)
+                rows = np.where(inside, order[positions], self.rows)
+                self.blocks.append(_Block(group_ids[chosen], rows, y_padded, present_padded, distinct_padded))
+        large = np.flatnonzero(lengths > _PAIRWISE_MAX_ROWS)
+        self.large = [(int(group_ids[i]), order[starts[i] : starts[i] + lengths[i]]) for i in large]
+
+    def usable(self, x: np.ndarray) -> np.ndarray:
+        """``x`` with NaN wherever ``y`` is NaN too: the rows that count."""
+        x = np.asarray(x, dtype=float)
+        return x if self.y_complete else np.where(self.y_present, x, np.nan)
+
+    def taus(self, x: np.ndarray) -> np.ndarray:
+        """tau-b of ``x`` against ``y`` in every group (nan where undefined)."""
+        x = self.usable(x)
+        present = ~np.isnan(x)
+        complete = int(present.sum()) == self.y_present_count
+        x_padded = np.append(x, np.nan)
+        taus = np.full(self.group_count, np.nan)
+        for block in self.blocks:
+            x_rows = x_padded[block.rows]
+            greater = x_rows[:, :, None] > x_rows[:, None, :]
+            concordance = (greater.view(np.int8) * block.y_sign).sum(axis=(1, 2), dtype=np.int64)
+            x_untied = np.count_nonzero(greater, axis=(1, 2))
+            if complete:
+                y_untied, distinct = block.y_untied, block.distinct_everywhere
+            else:
+                rows_present = ~np.isnan(x_rows)
+                weights = rows_present.astype(np.float32)[:, :, None]
+                # pairs untied in y among the present rows (integers, exact in float32)
+                above = np.matmul(block.y_above.astype(np.float32), weights)
+                y_untied = np.rint(np.sum(above * weights, axis=(1, 2))).astype(np.int64)
+                distinct = block.distinct_among(rows_present)
+            defined = (x_untied > 0) & (y_untied > 0)
+            if distinct is not None:
+                defined &= distinct
+            # the same float operations, in the same order, as kendall_tau's
+            tau = concordance[defined] / np.sqrt(x_untied[defined]) / np.sqrt(y_untied[defined])
+            taus[block.groups[defined]] = np.clip(tau, -1.0, 1.0)
+        for group, rows in self.large:
+            rows = rows[present[rows]]
+            if rows.size < 2:
+                continue
+            if self.distinct is not None:
+                codes = self.distinct[rows]
+                if (codes == codes[0]).all():
+                    continue
+            taus[group] = _tau_b(x[rows], self.y[rows])
+        return taus
+
+    def first_rows(self, x: np.ndarray) -> np.ndarray:
+        """The first row of every group whose ``x`` (and ``y``) is not NaN (``rows`` if none)."""
+        present = np.flatnonzero(~np.isnan(self.usable(x)) & (self.groups >= 0))
+        first = np.full(self.group_count, self.rows, dtype=np.intp)
+        np.minimum.at(first, self.groups[present], present)
+        return first
+
+
+def _mean_in_order(values: np.ndarray, order_keys: np.ndarray | None = None) -> float:
+    """Mean of the non-NaN ``values`` taken in the order of ``order_keys`` (nan if none)."""
+    defined = ~np.isnan(values)
+    if not defined.any():
+        return float("nan")
+    chosen = values[defined]
+    if order_keys is not None:
+        chosen = chosen[np.argsort(order_keys[defined], kind="stable")]
+    return float(np.mean(chosen))
+
+
+def grouped_kendall_tau(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, groups: Sequence[int] | np.ndarray
+) -> np.ndarray:
+    """Kendall tau-b of ``x`` against ``y`` within each group: ``result[g]`` is
+    ``kendall_tau(x[groups == g], y[groups == g])`` for every ``g`` in
+    ``0 .. max(groups)`` (nan for a group with fewer than two rows without NaN, or
+    constant there). Rows with a negative group belong to none.
+
+    The pairs of all groups of at most 256 rows are compared at once with numpy
+    (groups of about one size as one array of shape groups × rows × rows); larger go to
+    ``scipy.stats.kendalltau``. The result equals the loop over groups exactly.
+    """
+    x_values = _as_float_vector(x, "x")
+    y_values = _as_float_vector(y, "y")
+    group_values = np.asarray(groups)
+    if group_values.ndim != 1 or not (x_values.shape == y_values.shape == group_values.shape):
+        raise ValueError(f"x, y and groups differ in shape: {x_values.shape}, {y_values.shape}, {group_values.shape}")
+    if group_values.size and not np.issubdtype(group_values.dtype, np.integer):
+        raise ValueError(f"groups must be integers, got {group_values.dtype}")
+    group_values = group_values.astype(np.intp)
+    count = int(group_values.max()) + 1 if group_values.size else 0
+    return _GroupedTau(group_values, max(count, 0), y_values).taus(x_values)
 
 
 # ---------------------------------------------------------------------------
@@ -183,16 +396,49 @@ def _comparison_sign(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _axis_consistency(frame: pd.DataFrame, measure: str, gap: str, axis: str, other_axes: Sequence[str]) -> float:
-    """psi_i: mean Kendall tau over groups where only ``axis`` (and non-axis columns) vary."""
-    taus: list[float] = []
-    for group in _groups_sharing(frame, other_axes):
-        if len(group) < 2 or group[axis].nunique(dropna=False) < 2:
-            continue
-        tau = kendall_tau(_float_column(group, measure), _float_column(group, gap))
-        if not np.isnan(tau):
-            taus.append(tau)
-    return float(np.mean(taus)) if taus else float("nan")
+def _combined_codes(columns: Sequence[np.ndarray], rows: int) -> tuple[np.ndarray, int]:
+    """One code per row for its tuple of values over ``columns`` (integer codes), and the
+    number of distinct tuples; a single code for all rows when there are no columns."""
+    combined = np.zeros(rows, dtype=np.int64)
+    count = 1 if rows else 0
+    for codes in columns:
+        combined = combined * (int(codes.max(initial=0)) + 1) + codes
+        combined, uniques = pd.factorize(combined)
+        count = len(uniques)
+    return combined.astype(np.intp, copy=False), count
+
+
+class _GranulatedGrid:
+    """The groups of granulated Kendall for one set of rows: for every varying axis, the
+    rows that agree on every other axis. They depend only on the rows' axis values and
+    the gap, so one grid serves every measure scored on those rows."""
+
+    def __init__(self, codes: Mapping[str, np.ndarray], gap: np.ndarray) -> None:
+        self.codes = dict(codes)
+        rows = len(gap)
+        self.axes = [axis for axis, axis_codes in self.codes.items() if axis_codes.max(initial=0) > 0]
+        self.by_axis: dict[str, _GroupedTau] = {}
+        for axis in self.axes:
+            others = [axis_codes for other, axis_codes in self.codes.items() if other != axis]
+            groups, count = _combined_codes(others, rows)
+            self.by_axis[axis] = _GroupedTau(groups, count, gap, distinct=self.codes[axis])
+
+    def score(self, x: np.ndarray, rows: np.ndarray | None = None) -> tuple[float, dict[str, float]]:
+        """(Psi, {axis: psi_i}) of ``x`` (NaN outside ``rows``, a boolean mask; all rows when None).
+
+        An axis counts when it varies over ``rows`` (a NaN value of ``x`` does not matter);
+        within it, the groups are averaged in the order of their first usable row."""
+        per_axis: dict[str, float] = {}
+        for axis in self.axes:
+            if rows is not None:
+                axis_codes = self.codes[axis][rows]
+                if axis_codes.size == 0 or (axis_codes == axis_codes[0]).all():
+                    continue
+            grouped = self.by_axis[axis]
+            per_axis[axis] = _mean_in_order(grouped.taus(x), grouped.first_rows(x))
+        defined = [value for value in per_axis.values() if not np.isnan(value)]
+        overall = float(np.mean(defined)) if defined else float("nan")
+        return overall, per_axis
 
 
 def granulated_kendall(
@@ -224,19 +470,15 @@ def granulated_kendall(
     * Axes whose column is constant across the whole frame are skipped and
       absent from the returned dict; a varying axis with no usable group maps
       to ``nan``.
+    * The taus of all groups of an axis are computed at once (see
+      :func:`grouped_kendall_tau`), groups averaged in the order of their first row.
 
     Returns ``(Psi, {axis: psi_i})``; ``Psi`` is ``nan`` when no ``psi_i`` is
     defined.
     """
-    axes = list(axes)
-    rows = _rows_with_values(frame, measure, gap)
-    per_axis: dict[str, float] = {}
-    for axis in _varying_axes(frame, axes):
-        other_axes = [other for other in axes if other != axis]
-        per_axis[axis] = _axis_consistency(rows, measure, gap, axis, other_axes)
-    defined = [value for value in per_axis.values() if not np.isnan(value)]
-    overall = float(np.mean(defined)) if defined else float("nan")
-    return overall, per_axis
+    codes = {axis: _axis_codes(frame[axis]) for axis in dict.fromkeys(axes)}
+    grid = _GranulatedGrid(codes, _float_column(frame, gap))
+    return grid.score(_float_column(frame, measure))
 
 
 # ---------------------------------------------------------------------------
@@ -504,3 +746,246 @@ def noisy_oracle(gap: Sequence[float] | np.ndarray, std: float, seed: int | None
     gap_values = np.asarray(gap, dtype=float)
     rng = np.random.default_rng(seed)
     return gap_values + rng.normal(0.0, std, size=gap_values.shape)
+
+
+# ---------------------------------------------------------------------------
+# The leaderboard: every measure of a store scored against the gap
+# ---------------------------------------------------------------------------
+
+#: The grid axes of granulated Kendall, those that vary over the scored runs (not the seed).
+AXES = ("dataset", "model", "corruption", "level", "train_config", "test_labels")
+#: The reference rows: the true gap plus N(0, std^2), drawn with this seed.
+ORACLE_STDS = (0.02, 0.05)
+ORACLE_SEED = 0
+#: A capability score passes the p_c = 1 check when |its mean| there is at most this.
+AXIOM_TOLERANCE = 0.05
+#: The built-in corruptions that declare ``uninformative_at_full``: at level 1 their training
+#: labels carry no information. Used for runs that do not record ``labels_uninformative``.
+UNINFORMATIVE_AT_FULL = frozenset({"labels", "random-labels", "gaussian"})
+
+
+def _nan_mean(values: np.ndarray) -> float:
+    """Mean of the non-NaN entries (nan if none), summed the way ``pandas.Series.mean`` sums."""
+    missing = np.isnan(values)
+    count = values.size - int(missing.sum())
+    if count == 0:
+        return float("nan")
+    with np.errstate(invalid="ignore"):  # inf + -inf is nan, as pandas has it
+        return float(np.where(missing, 0.0, values).sum() / count)
+
+
+def _label(name: str, options: Mapping[str, object], plain: bool) -> str:
+    """``name``, or ``name[k=v,...]`` when its options must be told apart."""
+    if plain:
+        return name
+    inner = ",".join(f"{key}={value}" for key, value in sorted(options.items()))
+    return f"{name}[{inner}]"
+
+
+def _object_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as an object array with None for missing entries (all None when absent)."""
+    if column not in frame.columns:
+        return np.full(len(frame), None, dtype=object)
+    values = frame[column].to_numpy(dtype=object)
+    return np.where(pd.isna(values), None, values)
+
+
+def _value_status(values: pd.DataFrame) -> np.ndarray:
+    """The values' status; where it is missing, "failed" with an error and "ok" without."""
+    status = _object_column(values, "status")
+    errors = _object_column(values, "error")
+    return np.where(pd.isna(status), np.where(pd.isna(errors), "ok", "failed"), status)
+
+
+def _last_known(keys: np.ndarray, values: np.ndarray, order: np.ndarray) -> dict:
+    """For every key, its last value other than None in ``order`` (keys with none absent)."""
+    known = order[~pd.isna(values[order])]
+    if not known.size:
+        return {}
+    chosen = pd.Series(values[known]).groupby(keys[known], sort=False).last()
+    return dict(zip(chosen.index, chosen.to_numpy()))
+
+
+@dataclass
+class _Variant:
+    """One leaderboard row's values: a measure at one set of options, on the board's runs."""
+
+    label: str
+    name: str
+    kind: str
+    value: np.ndarray  # one per run, NaN where there is no "ok" value
+    present: np.ndarray  # whether the run has a value row (of any status)
+    seconds: np.ndarray  # of each value row
+
+
+def _variants(values: pd.DataFrame, run_ids: pd.Index, kinds: Mapping[str, str] | None) -> list[_Variant]:
+    """The values of each measure's newest version on the runs, one variant per label, by label.
+
+    The newest version is that of the measure's most recently created value. Options are told
+    apart by ``options_hash`` (the hash of the options). A variant is labelled plain when it
+    holds the measure's default options, or, where that was not recorded, when the version
+    has a single variant; a run valued twice under one label keeps its latest value. Values
+    whose status is not "ok" are NaN (they count for ``seconds``)."""
+    if values.empty:
+        return []
+    measures = values["measure"].to_numpy(dtype=object)
+    created = values["created_at"].to_numpy(dtype=float)
+    order = np.argsort(created, kind="stable")
+    versions = values["version"].to_numpy(dtype=object)
+    newest = pd.Series(versions[order]).groupby(measures[order], sort=False).last()
+    latest = versions == pd.Series(measures).map(newest).to_numpy(dtype=object)
+    stored_kinds = _last_known(measures, _object_column(values, "kind"), order)
+    fallback_kinds = dict(kinds or {})
+
+    rows = np.flatnonzero(latest)
+    measure_codes, measure_names = pd.factorize(measures[rows])
+    hash_codes, hash_names = pd.factorize(values["options_hash"].to_numpy(dtype=object)[rows])
+    variant_codes, variant_keys = pd.factorize(measure_codes.astype(np.int64) * len(hash_names) + hash_codes)
+    variant_names = [measure_names[key // len(hash_names)] for key in variant_keys]
+    by_creation = np.argsort(created[rows], kind="stable")
+    last_row = np.zeros(len(variant_keys), dtype=np.intp)
+    last_row[variant_codes[by_creation]] = rows[by_creation]  # the most recent row of each variant
+    defaults = _last_known(variant_codes, _object_column(values, "default_options")[rows], by_creation)
+    variant_counts = pd.Series(variant_names).value_counts()
+
+    options_column = values["options"].to_numpy(dtype=object)
+    labels = []
+    for code, name in enumerate(variant_names):
+        default = defaults.get(code)
+        plain = bool(default) if default is not None else variant_counts[name] == 1
+        options = options_column[last_row[code]]
+        labels.append(_label(name, options if isinstance(options, Mapping) else {}, plain))
+    label_codes, label_names = pd.factorize(np.asarray(labels, dtype=object), sort=True)
+    label_measure = {label_codes[code]: name for code, name in enumerate(variant_names)}
+
+    positions = run_ids.get_indexer(values["run_id"].to_numpy(dtype=object)[rows])
+    on_board = positions >= 0
+    rows, positions = rows[on_board], positions[on_board]
+    row_labels = label_codes[variant_codes[on_board]]
+    status = _value_status(values)[rows]
+    value = np.where(status == "ok", values["value"].to_numpy(dtype=float, na_value=np.nan)[rows], np.nan)
+    seconds = values["seconds"].to_numpy(dtype=float, na_value=np.nan)[rows]
+    # the latest value of each (label, run): ordered by creation, the last row of each key
+    by_creation = np.argsort(created[rows], kind="stable")
+    keys = row_labels[by_creation].astype(np.int64) * len(run_ids) + positions[by_creation]
+    _, last_of_key = np.unique(keys[::-1], return_index=True)
+    kept = by_creation[by_creation.size - 1 - last_of_key]  # sorted by (label, run)
+    bounds = np.searchsorted(row_labels[kept], np.arange(len(label_names) + 1))
+
+    result = []
+    for code, label in enumerate(label_names):
+        chosen = kept[bounds[code] : bounds[code + 1]]
+        if not chosen.size:
+            continue
+        name = label_measure[code]
+        kind = stored_kinds.get(name) or fallback_kinds.get(name) or "complexity"
+        run_values = np.full(len(run_ids), np.nan)
+        run_values[positions[chosen]] = value[chosen]
+        present = np.zeros(len(run_ids), dtype=bool)
+        present[positions[chosen]] = True
+        result.append(_Variant(label, name, kind, run_values, present, seconds[chosen]))
+    return result
+
+
+class _Board:
+    """What every row of one board shares: the runs' gap, levels, granulated-Kendall groups,
+    corruption groups and the runs where a capability score must be 0."""
+
+    def __init__(self, runs: pd.DataFrame) -> None:
+        self.run_ids = pd.Index(runs["run_id"].to_numpy(dtype=object))
+        self.gap = _float_column(runs, "gap")
+        self.level = _float_column(runs, "level")
+        axes = {axis: _axis_codes(runs[axis]) for axis in AXES if axis in runs.columns}
+        self.grid = _GranulatedGrid({axis: codes for axis, codes in axes.items() if codes.max(initial=0) > 0}, self.gap)
+        corruption_codes, corruptions = pd.factorize(runs["corruption"], sort=True)
+        self.by_corruption = _GroupedTau(corruption_codes, len(corruptions), self.level)
+        fallback = np.isclose(self.level, 1.0) & runs["corruption"].isin(UNINFORMATIVE_AT_FULL).to_numpy()
+        recorded = _object_column(runs, "labels_uninformative")
+        self.uninformative = np.where(pd.isna(recorded), fallback, recorded.astype(bool))
+
+    def score(self, variant: _Variant, reference: bool = False) -> MeasureScore:
+        raw, present = variant.value, variant.present
+        kind = variant.kind
+        oriented = -raw if kind == "capability" else raw
+        psi, psi_axes = self.grid.score(oriented, present) if self.grid.axes else (float("nan"), {})
+        axiom, axiom_value = "n/a", None
+        if kind == "capability":
+            at_one = raw[present & self.uninformative]
+            if at_one.size and not np.isnan(at_one).all():
+                axiom_value = _nan_mean(at_one)
+                axiom = "pass" if abs(axiom_value) <= AXIOM_TOLERANCE else "fail"
+        levels, values = self.level[present], raw[present]
+        return MeasureScore(
+            measure=variant.label,
+            name=variant.name,
+            kind="reference" if reference else kind,
+            reference=reference,
+            runs=int((~np.isnan(values)).sum()),
+            tau_gap=_tau_without_nan(oriented, self.gap),
+            psi=psi,
+            psi_axes=psi_axes,
+            tau_level=_mean_in_order(self.by_corruption.taus(oriented)),
+            axiom=axiom,
+            axiom_value=axiom_value,
+            value_clean=_nan_mean(values[levels == levels.min()]) if levels.size else float("nan"),
+            value_noise=_nan_mean(values[levels == levels.max()]) if levels.size else float("nan"),
+            seconds_per_run=_nan_mean(variant.seconds),
+        )
+
+    def oracle(self, std: float) -> _Variant:
+        """The reference row: the gap plus N(0, std^2), on every run, computed in no time."""
+        values = noisy_oracle(self.gap, std, ORACLE_SEED)
+        return _Variant(f"oracle σ={std}", "oracle", "complexity", values, np.ones(values.size, dtype=bool), np.zeros(1))
+
+
+def score_measures(
+    runs: pd.DataFrame, values: pd.DataFrame, *, kinds: Mapping[str, str] | None = None
+) -> list[MeasureScore]:
+    """The leaderboard's rows: every measure in ``values`` scored against the gap of ``runs``,
+    plus the noisy-oracle reference rows, best ``tau_gap`` first (NaN last; ties keep the
+    order by label, the references after the measures).
+
+    ``runs`` and ``values`` are the frames of ``Store.runs()`` and ``Store.measure_values()``
+    (``values`` may lack ``status``, ``kind`` and ``default_options``, as older stores do).
+    A pure function: nothing is read from the plugin registry or the disk.
+
+    Rows: one per distinct options of each measure's newest version (the version of its most
+    recently created value), labelled ``name`` at the default options (``default_options``
+    True) and ``name[k=v,...]`` otherwise; where ``default_options`` was not recorded, plain
+    when the version has a single options variant. Values of runs not in ``runs`` are ignored;
+    only values with status "ok" are scored.
+
+    Per row, over the runs that have a value row of it:
+
+    * ``kind``: the values' recorded ``kind``; for a measure that recorded none (an older
+      store) ``kinds[name]`` if given, else "complexity". A capability score predicts a
+      *smaller* gap, so every correlation below is taken with its negation: larger is
+      better for every row.
+    * ``tau_gap``: Kendall tau-b with the gap over all runs (:func:`kendall_tau`).
+    * ``psi``, ``psi_axes``: granulated Kendall Psi and its psi per axis
+      (:func:`granulated_kendall`) over the axes of ``AXES`` that vary over ``runs``
+      (an axis constant over the row's runs is left out). The groups of every axis depend
+      only on ``runs``: they are built once and serve every row.
+    * ``tau_level``: tau-b with p_c within each corruption kind, averaged over the kinds
+      where it is defined.
+    * ``axiom``: for a capability score, "pass" when the mean of its values over the runs
+      whose training labels carry no information is within ``AXIOM_TOLERANCE`` of 0, else
+      "fail" ("n/a" for complexity scores or without such runs); ``axiom_value`` that mean.
+      The runs are those whose ``labels_uninformative`` is True; for a run that did not
+      record it (None or no column, older stores), those of a corruption in
+      ``UNINFORMATIVE_AT_FULL`` (labels, random-labels, gaussian: the built-in corruptions
+      that declare ``uninformative_at_full``) at level 1.0.
+    * ``value_clean``, ``value_noise``: mean value at the lowest and the highest level.
+    * ``runs``: how many values were scored; ``seconds_per_run``: mean seconds of all its
+      values (failed and skipped ones too).
+
+    Reference rows (kind "reference"): the gap plus N(0, std^2) noise (:func:`noisy_oracle`,
+    std in ``ORACLE_STDS``, seed ``ORACLE_SEED``) over all runs, scored as complexity.
+    """
+    if runs.empty:
+        return []
+    board = _Board(runs)
+    scores = [board.score(variant) for variant in _variants(values, board.run_ids, kinds)]
+    scores += [board.score(board.oracle(std), reference=True) for std in ORACLE_STDS]
+    order = sorted(range(len(scores)), key=lambda i: (math.isnan(scores[i].tau_gap), -scores[i].tau_gap))
+    return [scores[i] for i in order]

@@ -131,8 +131,9 @@ def positions(x):
 
 
 def recover_permutation(original, permuted):
-    """perm with permuted[:, j] == original[:, perm[j]], from channel 0 (distinct values)."""
-    match = permuted[0][:, None] == original[0][None, :]
+    """perm with permuted[:, j] == original[:, perm[j]], matching a pixel's values in every channel
+    (distinct pixels: channel 0 alone can repeat a float32 value, as seed 524 draws)."""
+    match = (permuted[:, :, None] == original[:, None, :]).all(dim=0)
     assert bool((match.sum(dim=1) == 1).all())
     return match.float().argmax(dim=1)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -11,12 +13,16 @@ import scipy.stats
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from genbench import scoring
+from genbench.schemas import MeasureScore
 from genbench.scoring import (
     conditional_mutual_information,
     granulated_kendall,
+    grouped_kendall_tau,
     kendall_tau,
     noisy_oracle,
     rank_correlation_with,
+    score_measures,
     sign_error,
 )
 
@@ -57,6 +63,8 @@ def _scipy_tau(x, y) -> float:
 
 
 def _same_or_both_nan(a: float, b: float, tol: float = 1e-12) -> bool:
+    if a == b:  # equal infinities too
+        return True
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
     return abs(a - b) <= tol
@@ -546,3 +554,335 @@ def test_sign_error_matches_brute_force_reference(frame, test_size, min_size):
         assert ours["mean"] == pytest.approx(np.mean(expected))
         assert ours["max"] == pytest.approx(max(expected))
         assert ours["p90"] == pytest.approx(np.quantile(expected, 0.9))
+
+
+# ---------------------------------------------------------------------------
+# grouped_kendall_tau: all groups at once, against a loop of scipy over groups
+# ---------------------------------------------------------------------------
+
+VALUES_WITH_GAPS = st.sampled_from([-2.0, -1.0, 0.0, 0.0, 1.0, 2.0, 3.0, np.inf, -np.inf, np.nan])
+
+
+@st.composite
+def grouped_vectors(draw, max_size: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y (ties, NaN and ±inf frequent) and group codes in -1..4 (-1: in no group)."""
+    size = draw(st.integers(0, max_size))
+    x = draw(st.lists(VALUES_WITH_GAPS, min_size=size, max_size=size))
+    y = draw(st.lists(VALUES_WITH_GAPS, min_size=size, max_size=size))
+    groups = draw(st.lists(st.integers(-1, 4), min_size=size, max_size=size))
+    return np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(groups, dtype=np.int64)
+
+
+def _scipy_by_group(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> list[float]:
+    taus = []
+    for group in range(int(groups.max(initial=-1)) + 1):
+        chosen = (groups == group) & ~np.isnan(x) & ~np.isnan(y)
+        taus.append(_scipy_tau(x[chosen], y[chosen]) if chosen.sum() >= 2 else float("nan"))
+    return taus
+
+
+@FAST
+@given(grouped_vectors(), st.sampled_from([256, 3]))
+def test_grouped_kendall_tau_equals_scipy_group_by_group(vectors, largest_pairwise_group):
+    # with 3, groups of more than 3 rows take the scipy path: both paths are checked
+    x, y, groups = vectors
+    with mock.patch.object(scoring, "_PAIRWISE_MAX_ROWS", largest_pairwise_group):
+        ours = grouped_kendall_tau(x, y, groups)
+    expected = _scipy_by_group(x, y, groups)
+    assert len(ours) == len(expected)
+    assert all(_same_or_both_nan(a, b) for a, b in zip(ours, expected)), (list(ours), expected)
+
+
+def test_grouped_kendall_tau_mixes_small_and_large_groups():
+    rng = np.random.default_rng(5)
+    sizes = [1, 2, 3, 7, 40, 129, 256, 257, 600]  # padded blocks of several widths, and scipy's
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    rng.shuffle(groups)
+    x = rng.integers(0, 6, size=groups.size).astype(float)
+    y = x + rng.integers(-3, 4, size=groups.size)
+    x[rng.random(groups.size) < 0.05] = np.nan
+    y[rng.random(groups.size) < 0.02] = np.inf
+    ours = grouped_kendall_tau(x, y, groups)
+    expected = _scipy_by_group(x, y, groups)
+    assert math.isnan(ours[0]) and math.isnan(expected[0])
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
+
+
+def test_grouped_kendall_tau_rejects_mismatched_or_fractional_groups():
+    with pytest.raises(ValueError):
+        grouped_kendall_tau([1.0, 2.0], [1.0, 2.0], [0])
+    with pytest.raises(ValueError):
+        grouped_kendall_tau([1.0, 2.0], [1.0, 2.0], [0.5, 1.0])
+    assert grouped_kendall_tau([], [], []).size == 0
+
+
+# ---------------------------------------------------------------------------
+# granulated_kendall against a plain pandas groupby with scipy's tau
+# ---------------------------------------------------------------------------
+
+
+def _reference_granulated(frame: pd.DataFrame, measure: str, gap: str, axes: list[str]) -> tuple[float, dict[str, float]]:
+    rows = frame[frame[measure].notna() & frame[gap].notna()]
+    per_axis = {}
+    for axis in axes:
+        if frame[axis].nunique(dropna=False) < 2:
+            continue
+        others = [other for other in axes if other != axis]
+        groups = rows.groupby(others, dropna=False, sort=False) if others else [(None, rows)]
+        taus = []
+        for _, group in groups:
+            if len(group) >= 2 and group[axis].nunique(dropna=False) >= 2:
+                tau = _scipy_tau(group[measure].to_numpy(float), group[gap].to_numpy(float))
+                if not math.isnan(tau):
+                    taus.append(tau)
+        per_axis[axis] = float(np.mean(taus)) if taus else float("nan")
+    defined = [value for value in per_axis.values() if not math.isnan(value)]
+    return (float(np.mean(defined)) if defined else float("nan")), per_axis
+
+
+@MEDIUM
+@given(small_random_frames(), st.data())
+def test_granulated_kendall_matches_pandas_groupby_with_nan_and_inf(frame, data):
+    holes = np.asarray(data.draw(st.lists(st.sampled_from([0, 0, 0, 1, 2, 3]), min_size=len(frame), max_size=len(frame))))
+    frame = frame.astype({"measure": float, "gap": float})
+    frame.loc[holes == 1, "measure"] = np.nan
+    frame.loc[holes == 2, "gap"] = np.nan
+    frame.loc[holes == 3, "measure"] = np.inf
+    axes = ["model", "corruption", "width"]
+    overall, per_axis = granulated_kendall(frame, "measure", "gap", axes)
+    expected_overall, expected_axes = _reference_granulated(frame, "measure", "gap", axes)
+    assert list(per_axis) == list(expected_axes)
+    assert all(_same_or_both_nan(per_axis[a], expected_axes[a]) for a in per_axis)
+    assert _same_or_both_nan(overall, expected_overall)
+
+
+# ---------------------------------------------------------------------------
+# score_measures: the leaderboard's rows from the store's two frames
+# ---------------------------------------------------------------------------
+
+
+def _store_runs(seeds: int = 3, seed: int = 0) -> pd.DataFrame:
+    """A grid of runs as ``Store.runs()`` has them (the columns scoring reads)."""
+    rng = np.random.default_rng(seed)
+    rows = [
+        dict(dataset="digits", model=model, corruption=corruption, level=level, seed=s,
+             test_labels="clean", train_config='{"lr":0.1}')
+        for model in ("mlp", "cnn", "linear")
+        for corruption in ("labels", "shuffled-pixels")
+        for level in (0.0, 0.5, 1.0)
+        for s in range(seeds)
+    ]
+    runs = pd.DataFrame(rows)
+    runs.insert(0, "run_id", [f"run{i:03d}" for i in range(len(runs))])
+    runs["gap"] = np.round(0.6 * runs["level"] + rng.normal(0, 0.15, len(runs)), 2)
+    runs.loc[4, "gap"] = np.nan  # a diverged run
+    runs["labels_uninformative"] = (runs["corruption"] == "labels") & (runs["level"] == 1.0)
+    return runs
+
+
+def _value_rows(runs: pd.DataFrame, measure: str, values, kind="complexity", version="1", options=None,
+                default=True, status=None, created=0.0) -> list[dict]:
+    options = {} if options is None else options
+    rows = []
+    for i, (run_id, value) in enumerate(zip(runs["run_id"], values)):
+        state = "ok" if status is None else status[i]
+        rows.append(dict(
+            run_id=run_id, measure=measure, version=version, options_hash=json.dumps(options, sort_keys=True),
+            options=options, value=value if state == "ok" else np.nan, seconds=0.01 * (i % 5 + 1),
+            error=None if state == "ok" else "broke", status=state, kind=kind, default_options=default,
+            details={}, created_at=created + i,
+        ))
+    return rows
+
+
+def _store_values(runs: pd.DataFrame, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    gap = runs["gap"].fillna(0.3).to_numpy()
+    statuses = np.where(rng.random(len(runs)) < 0.1, "failed", "ok")
+    rows = _value_rows(runs, "close", gap + rng.normal(0, 0.1, len(runs)), status=statuses)
+    rows += _value_rows(runs, "coarse", np.round(gap * 3), created=1000)  # many ties
+    accuracy = np.where(runs["labels_uninformative"], 0.01, 1.0 - gap + rng.normal(0, 0.05, len(runs)))
+    rows += _value_rows(runs, "held-out", accuracy, kind="capability", created=2000)
+    with_inf = rng.normal(size=len(runs))
+    with_inf[::7] = np.inf
+    rows += _value_rows(runs, "wild", with_inf, created=3000)
+    return pd.DataFrame(rows)
+
+
+def _reference_row(runs: pd.DataFrame, values: pd.DataFrame, measure: str, capability: bool) -> dict:
+    """One row computed from the definitions, with pandas and scipy only."""
+    chosen = values[values["measure"] == measure]
+    merged = runs.merge(chosen[["run_id", "value", "seconds", "status"]], on="run_id")
+    merged["value"] = merged["value"].where(merged["status"] == "ok")
+    merged["oriented"] = -merged["value"] if capability else merged["value"]
+    usable = merged.dropna(subset=["oriented", "gap"])
+    axes = [a for a in scoring.AXES if runs[a].nunique() > 1]
+    psi, psi_axes = _reference_granulated(merged, "oriented", "gap", axes)
+    level_taus = []
+    for _, group in merged.dropna(subset=["oriented"]).groupby("corruption"):
+        tau = _scipy_tau(group["oriented"].to_numpy(float), group["level"].to_numpy(float))
+        if not math.isnan(tau):
+            level_taus.append(tau)
+    at_one = merged.loc[merged["labels_uninformative"], "value"]
+    return dict(
+        tau_gap=_scipy_tau(usable["oriented"].to_numpy(float), usable["gap"].to_numpy(float)),
+        psi=psi, psi_axes=psi_axes, tau_level=float(np.mean(level_taus)),
+        runs=int(merged["value"].notna().sum()), seconds_per_run=float(merged["seconds"].mean()),
+        value_clean=float(merged.loc[merged["level"] == 0.0, "value"].mean()),
+        value_noise=float(merged.loc[merged["level"] == 1.0, "value"].mean()),
+        axiom_value=float(at_one.mean()) if capability else None,
+    )
+
+
+def _by_label(scores: list[MeasureScore]) -> dict[str, MeasureScore]:
+    return {score.measure: score for score in scores}
+
+
+def test_score_measures_matches_the_definitions_computed_with_pandas_and_scipy():
+    runs = _store_runs()
+    values = _store_values(runs)
+    rows = _by_label(score_measures(runs, values))
+    assert set(rows) == {"close", "coarse", "held-out", "wild", "oracle σ=0.02", "oracle σ=0.05"}
+    for label, capability in (("close", False), ("coarse", False), ("held-out", True), ("wild", False)):
+        row, expected = rows[label], _reference_row(runs, values, label, capability)
+        assert row.name == label and row.kind == ("capability" if capability else "complexity")
+        assert row.runs == expected["runs"] and not row.reference
+        for field in ("tau_gap", "psi", "tau_level", "seconds_per_run", "value_clean", "value_noise"):
+            assert _same_or_both_nan(getattr(row, field), expected[field], tol=1e-12), (label, field)
+        assert list(row.psi_axes) == list(expected["psi_axes"]) == ["model", "corruption", "level"]
+        for axis, psi in expected["psi_axes"].items():
+            assert _same_or_both_nan(row.psi_axes[axis], psi, tol=1e-12), (label, axis)
+        if capability:
+            assert row.axiom_value == pytest.approx(expected["axiom_value"]) and row.axiom == "pass"
+        else:
+            assert row.axiom == "n/a" and row.axiom_value is None
+    assert rows["close"].runs < len(runs)  # failed values are not scored
+    taus = [score.tau_gap for score in score_measures(runs, values)]
+    assert taus == sorted(taus, reverse=True)
+
+
+def test_reference_rows_are_the_gap_plus_seeded_noise():
+    runs = _store_runs()
+    rows = _by_label(score_measures(runs, _store_values(runs)))
+    for std in (0.02, 0.05):
+        oracle = noisy_oracle(runs["gap"].to_numpy(float), std, seed=0)
+        row = rows[f"oracle σ={std}"]
+        assert row.kind == "reference" and row.reference and row.name == "oracle"
+        assert row.tau_gap == pytest.approx(kendall_tau(oracle, runs["gap"]), abs=1e-12)
+        assert row.runs == int(np.isfinite(oracle).sum()) and row.seconds_per_run == 0.0
+        assert row.axiom == "n/a"
+
+
+def test_axiom_and_orientation_by_hand():
+    # Two labels runs at p_c = 1 have uninformative labels; so does the shuffled-pixels run that
+    # recorded it, while the gaussian run at 1 recorded False and the last run recorded nothing
+    # (a labels run at 1: the name fallback counts it).
+    runs = pd.DataFrame({
+        "run_id": ["a", "b", "c", "d", "e", "f", "g"],
+        "model": ["m"] * 7,
+        "corruption": ["labels", "labels", "labels", "shuffled-pixels", "gaussian", "labels", "labels"],
+        "level": [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0],
+        "gap": [0.1, 0.4, 0.9, 0.8, 0.7, 0.85, 0.95],
+        "labels_uninformative": [False, False, True, True, False, True, None],
+    })
+    accuracy = [0.9, 0.6, 0.02, 0.04, 0.5, 0.0, 0.02]  # at the uninformative runs: mean 0.02
+    values = pd.DataFrame(
+        _value_rows(runs, "accuracy", accuracy, kind="capability")
+        + _value_rows(runs, "bad-accuracy", [a + 0.2 for a in accuracy], kind="capability", created=100)
+        + _value_rows(runs, "neg-gap", [-g for g in runs["gap"]], created=200)
+    )
+    rows = _by_label(score_measures(runs, values))
+    assert rows["accuracy"].axiom == "pass" and rows["accuracy"].axiom_value == pytest.approx(0.02)
+    assert rows["bad-accuracy"].axiom == "fail" and rows["bad-accuracy"].axiom_value == pytest.approx(0.22)
+    # a capability score enters negated: accuracy falls as the gap grows, so its τ is positive
+    assert rows["accuracy"].tau_gap == pytest.approx(kendall_tau([-a for a in accuracy], runs["gap"]))
+    assert rows["accuracy"].tau_gap == pytest.approx(-kendall_tau(accuracy, runs["gap"]))
+    assert rows["accuracy"].tau_gap > 0.7
+    # a complexity measure is not: minus the gap is perfectly wrong
+    assert rows["neg-gap"].tau_gap == pytest.approx(-1.0) and rows["neg-gap"].axiom == "n/a"
+    assert rows["accuracy"].value_clean == pytest.approx(0.9)
+    assert rows["accuracy"].value_noise == pytest.approx(np.mean([0.02, 0.04, 0.5, 0.0, 0.02]))
+
+
+def test_capability_kind_recorded_in_the_store_needs_no_plugin():
+    runs = _store_runs()
+    values = _store_values(runs)
+    values.loc[values["measure"] == "held-out", "measure"] = "not-installed"
+    alone = _by_label(score_measures(runs, values))["not-installed"]
+    told = _by_label(score_measures(runs, values, kinds={"not-installed": "capability"}))["not-installed"]
+    assert alone.model_dump_json() == told.model_dump_json()
+    assert alone.kind == "capability" and alone.axiom == "pass"
+    # the recorded kind wins over a fallback that disagrees
+    overruled = _by_label(score_measures(runs, values, kinds={"not-installed": "complexity"}))["not-installed"]
+    assert overruled.model_dump_json() == alone.model_dump_json()
+
+
+def test_an_old_store_without_kinds_or_default_options_still_scores():
+    recorded_runs = _store_runs()
+    runs = recorded_runs.drop(columns="labels_uninformative")
+    values = _store_values(recorded_runs)
+    values["kind"] = None
+    values["default_options"] = None
+    extra = _value_rows(runs, "coarse", np.arange(len(runs)), options={"bins": 4}, default=None, created=5000)
+    values = pd.concat([values, pd.DataFrame(extra)], ignore_index=True)
+    values["kind"] = None
+    values = values.drop(columns="status")  # older frames: the status follows from the error
+    plain = _by_label(score_measures(runs, values))
+    assert set(plain) == {"close", "coarse[]", "coarse[bins=4]", "held-out", "wild", "oracle σ=0.02", "oracle σ=0.05"}
+    assert plain["held-out"].kind == "complexity" and plain["held-out"].axiom == "n/a"
+    assert plain["close"].runs < len(runs)  # values with an error are failed
+    told = _by_label(score_measures(runs, values, kinds={"held-out": "capability"}))
+    assert told["held-out"].kind == "capability"
+    # the p_c = 1 runs come from the corruption's name: labels at level 1
+    at_one = (runs["corruption"] == "labels") & (runs["level"] == 1.0)
+    assert told["held-out"].axiom == "pass"
+    assert told["held-out"].axiom_value == pytest.approx(0.01)
+    assert at_one.sum() == 9
+    # the same store with kinds and labels_uninformative recorded gives the same row
+    recorded = _store_values(recorded_runs)
+    same = _by_label(score_measures(recorded_runs, recorded))["held-out"]
+    assert same.model_dump_json() == told["held-out"].model_dump_json()
+
+
+def test_newest_version_and_labels_for_options():
+    runs = _store_runs(seeds=1)
+    gap = runs["gap"].fillna(0).to_numpy()
+    values = pd.DataFrame(
+        _value_rows(runs, "norm", -gap, version="1")
+        + _value_rows(runs, "norm", gap, version="2", created=100)
+        + _value_rows(runs, "norm", gap * 2, version="2", options={"p": 1, "scale": "log"}, default=False, created=200)
+        + _value_rows(runs, "other", gap, version="9", created=300)
+        + _value_rows(runs, "other", -gap, version="3", created=400)  # created last: the newest
+    )
+    rows = _by_label(score_measures(runs, values))
+    assert set(rows) - {"oracle σ=0.02", "oracle σ=0.05"} == {"norm", "norm[p=1,scale=log]", "other"}
+    assert rows["norm"].tau_gap == pytest.approx(1.0)  # version 2, not version 1
+    assert rows["norm[p=1,scale=log]"].name == "norm"
+    assert rows["other"].tau_gap == pytest.approx(-1.0)
+
+
+def test_rows_are_sorted_by_tau_with_undefined_last_and_values_of_other_runs_ignored():
+    runs = _store_runs(seeds=1)
+    gap = runs["gap"].fillna(0).to_numpy()
+    stranger = _value_rows(runs.assign(run_id="elsewhere"), "constant", [1.0] * len(runs), created=500)[:1]
+    values = pd.DataFrame(
+        _value_rows(runs, "constant", [1.0] * len(runs))
+        + _value_rows(runs, "worse", -gap, created=100)
+        + _value_rows(runs, "better", gap, created=200)
+        + stranger
+    )
+    scores = score_measures(runs, values)
+    assert [s.measure for s in scores][:1] == ["better"] and scores[-1].measure == "constant"
+    assert math.isnan(scores[-1].tau_gap) and scores[-1].runs == len(runs)
+    assert score_measures(runs.iloc[0:0], values) == []
+    assert [s.reference for s in score_measures(runs, values.iloc[0:0])] == [True, True]
+
+
+def test_measure_scores_carry_nan_and_infinity_through_json():
+    runs = _store_runs(seeds=1)
+    values = pd.DataFrame(_value_rows(runs, "inf", [np.inf] * len(runs)))
+    row = _by_label(score_measures(runs, values))["inf"]
+    assert math.isinf(row.value_clean) and math.isnan(row.tau_gap)
+    again = MeasureScore.model_validate_json(row.model_dump_json())
+    assert math.isinf(again.value_noise) and math.isnan(again.psi)
+    assert again.model_dump_json() == row.model_dump_json()

@@ -1,4 +1,4 @@
-"""The leaderboard: every measure scored against the measured generalization gap.
+"""The leaderboard as text: the rows of ``genbench.scoring.score_measures``, formatted.
 
 Scores are oriented so that larger is better for every row: a capability score
 predicts a *smaller* gap, so its correlations are taken with its negation.
@@ -9,139 +9,30 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Mapping
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 
-from genbench.scoring import granulated_kendall, kendall_tau, noisy_oracle
+from genbench.schemas import MeasureScore
+from genbench.scoring import AXIOM_TOLERANCE, score_measures
 
-AXES = ("dataset", "model", "corruption", "level", "train_config", "test_labels")
-ORACLE_STDS = (0.02, 0.05)
-ORACLE_SEED = 0
-AXIOM_TOLERANCE = 0.05
-COLUMNS = [
-    "measure",
-    "kind",
-    "reference",
-    "runs",
-    "tau_gap",
-    "psi",
-    "tau_level",
-    "axiom",
-    "axiom_value",
-    "value_clean",
-    "value_noise",
-    "seconds_per_run",
-]
+#: One column per MeasureScore field, in its order.
+COLUMNS = list(MeasureScore.model_fields)
 Format = Literal["table", "markdown", "csv", "json"]
 
 
-def _label(measure: str, options_json: str, plain: bool) -> str:
-    """``measure``, or ``measure[k=v,...]`` when its options must be told apart."""
-    if plain:
-        return measure
-    options = json.loads(options_json)
-    inner = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
-    return f"{measure}[{inner}]"
-
-
-def latest_values(values: pd.DataFrame, default_options: dict[str, str]) -> pd.DataFrame:
-    """Values of each measure's newest version, one label per distinct options."""
-    if values.empty:
-        return values.assign(label=pd.Series(dtype=str))
-    frame = values.copy()
-    frame["options_json"] = [json.dumps(o, sort_keys=True) for o in frame["options"]]
-    newest = frame.sort_values("created_at").groupby("measure")["version"].last()
-    frame = frame[frame["version"] == frame["measure"].map(newest)]
-    variants = frame.groupby("measure")["options_json"].nunique()
-
-    def plain(measure: str, options_json: str) -> bool:
-        # a registered measure is plain at its default options; one whose plugin is
-        # gone (defaults unknown) is plain only when it has a single variant
-        if measure in default_options:
-            return options_json == default_options[measure]
-        return variants[measure] == 1
-
-    frame["label"] = [_label(m, o, plain(m, o)) for m, o in zip(frame["measure"], frame["options_json"])]
-    return frame
-
-
-def _tau_with_level(frame: pd.DataFrame, oriented: pd.Series) -> float:
-    """Kendall τ with p_c within each corruption kind, averaged over the kinds that vary p_c."""
-    taus = []
-    for _, group in frame.assign(_oriented=oriented).groupby("corruption"):
-        if group["level"].nunique() > 1:
-            tau = kendall_tau(group["_oriented"], group["level"])
-            if not math.isnan(tau):
-                taus.append(tau)
-    return float(np.mean(taus)) if taus else math.nan
-
-
-def _score_row(
-    frame: pd.DataFrame, column: str, kind: str, axes: list[str], reference: bool, uninformative: set[str]
-) -> dict:
-    sign = -1.0 if kind == "capability" else 1.0
-    oriented = sign * frame[column].astype(float)
-    scored = frame.assign(_oriented=oriented)
-    psi, _ = granulated_kendall(scored, "_oriented", "gap", axes) if axes else (math.nan, {})
-    axiom, axiom_value = "n/a", None
-    if kind == "capability":
-        at_one_rows = np.isclose(frame["level"], 1.0) & frame["corruption"].isin(uninformative)
-        at_one = frame.loc[at_one_rows, column].astype(float)
-        if len(at_one) and at_one.notna().any():
-            axiom_value = float(at_one.mean())
-            axiom = "pass" if abs(axiom_value) <= AXIOM_TOLERANCE else "fail"
-    levels = frame["level"].astype(float)
-    values = frame[column].astype(float)
-    return {
-        "value_clean": float(values[levels == levels.min()].mean()),
-        "value_noise": float(values[levels == levels.max()].mean()),
-        "kind": "reference" if reference else kind,
-        "reference": reference,
-        "runs": int(frame[column].notna().sum()),
-        "tau_gap": kendall_tau(oriented, frame["gap"]),
-        "psi": psi,
-        "tau_level": _tau_with_level(frame, oriented),
-        "axiom": axiom,
-        "axiom_value": axiom_value,
-    }
+def board_frame(scores: list[MeasureScore]) -> pd.DataFrame:
+    """The rows as a DataFrame, one column per field of ``MeasureScore``, in their order."""
+    return pd.DataFrame([score.model_dump() for score in scores], columns=COLUMNS)
 
 
 def build_leaderboard(
-    runs: pd.DataFrame,
-    values: pd.DataFrame,
-    kinds: dict[str, str],
-    default_options: dict[str, str] | None = None,
-    uninformative: set[str] | None = None,
+    runs: pd.DataFrame, values: pd.DataFrame, kinds: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """One row per measure (and per non-default options), plus the noisy-oracle
-    reference rows, sorted by τ with the gap (best first). ``uninformative`` names the
-    corruptions whose level-1 cells carry no label information (the p_c = 1 check)."""
-    default_options = default_options or {}
-    uninformative = {"labels", "random-labels", "gaussian"} if uninformative is None else uninformative
-    if runs.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    runs = runs.copy()
-    axes = [a for a in AXES if a in runs.columns and runs[a].nunique(dropna=False) > 1]
-    rows = []
-    latest = latest_values(values, default_options)
-    for label, group in latest.groupby("label", sort=True):
-        measure = group["measure"].iloc[0]
-        merged = runs.merge(group[["run_id", "value", "seconds"]], on="run_id", how="inner")
-        if merged.empty:
-            continue
-        row = _score_row(merged, "value", kinds.get(measure, "complexity"), axes, False, uninformative)
-        row.update(measure=label, seconds_per_run=float(merged["seconds"].mean()))
-        rows.append(row)
-    for std in ORACLE_STDS:
-        oracle = runs.assign(oracle=noisy_oracle(runs["gap"].to_numpy(dtype=float), std, ORACLE_SEED))
-        row = _score_row(oracle, "oracle", "complexity", axes, True, uninformative)
-        row.update(measure=f"oracle σ={std}", seconds_per_run=0.0)
-        rows.append(row)
-    board = pd.DataFrame(rows, columns=COLUMNS)
-    board = board.sort_values("tau_gap", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
-    return board
+    """``score_measures(runs, values, kinds=kinds)`` as a DataFrame: one row per measure (and
+    per non-default options) plus the noisy-oracle reference rows, best τ with the gap first."""
+    return board_frame(score_measures(runs, values, kinds=kinds))
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -221,7 +112,9 @@ def sanity_line(board: pd.DataFrame) -> str:
 
 
 def _json_value(value: object) -> object:
-    """NaN → null, ±∞ → "inf"/"-inf" (JSON has neither)."""
+    """NaN → null, ±∞ → "inf"/"-inf" (JSON has neither), inside dicts too."""
+    if isinstance(value, dict):
+        return {key: _json_value(inner) for key, inner in value.items()}
     if isinstance(value, float):
         if math.isnan(value):
             return None
@@ -230,10 +123,23 @@ def _json_value(value: object) -> object:
     return value
 
 
+def _flat_axes(board: pd.DataFrame) -> pd.DataFrame:
+    """``psi_axes`` (a dict per row) as one column ``psi_<axis>`` per axis, in its place."""
+    if "psi_axes" not in board.columns:
+        return board
+    axes = list(dict.fromkeys(axis for row in board["psi_axes"] if isinstance(row, dict) for axis in row))
+    flat = board.drop(columns="psi_axes")
+    at = list(board.columns).index("psi_axes")
+    for offset, axis in enumerate(axes):
+        column = [row.get(axis, math.nan) if isinstance(row, dict) else math.nan for row in board["psi_axes"]]
+        flat.insert(at + offset, f"psi_{axis}", column)
+    return flat
+
+
 def render(board: pd.DataFrame, fmt: Format = "table", title: str = "genbench leaderboard") -> str:
     """The leaderboard as text in ``fmt`` (table = a rich table)."""
     if fmt == "csv":
-        return board.to_csv(index=False)
+        return _flat_axes(board).to_csv(index=False)
     if fmt == "json":
         records = [{key: _json_value(value) for key, value in record.items()} for record in board.to_dict("records")]
         return json.dumps(records, indent=2, allow_nan=False)
