@@ -4,9 +4,9 @@ timed stage by stage, for two trees of the code side by side.
 
 Each side runs in a fresh child process on a fresh store: ``Engine.train`` on the default grid,
 then ``Engine.evaluate`` of every registered measure (what ``genbench run`` does before it prints
-the leaderboard), then the leaderboard. The child reports wall seconds of each stage, the peak
-resident memory of the process, and the seconds the store recorded for each measure (summed over
-runs). With ``--before TREE`` the other side imports genbench from TREE (a checkout of another
+the leaderboard), then the leaderboard. Training and evaluation run in two child processes, one after the other on the same
+store, so that each stage's peak resident memory is its own; they report wall seconds of each stage and
+the seconds the store recorded for each measure (summed over runs). With ``--before TREE`` the other side imports genbench from TREE (a checkout of another
 commit: ``git worktree add /tmp/before <commit>``); the sides alternate ``--repeat`` times.
 
     .venv/bin/python benchmarks/bench_run.py                          # this tree, once
@@ -39,14 +39,17 @@ from genbench.schemas import ExperimentSpec
 from genbench.store import Store
 from genbench import api
 
-seeds = [int(s) for s in sys.argv[2].split(",")]
+stage, seeds = sys.argv[2], [int(s) for s in sys.argv[3].split(",")]
 spec = ExperimentSpec(seeds=seeds)
 store = Store(sys.argv[1])
 engine = Engine(store, device="cpu")
 runs = resolve_runs(spec)
 started = time.perf_counter()
-engine.train(runs)
-trained = time.perf_counter()
+if stage == "train":
+    engine.train(runs)
+    print(json.dumps({"runs": len(runs), "train_s": time.perf_counter() - started,
+                      "train_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    sys.exit(0)
 engine.evaluate(resolve_measures(None), [r.run_id for r in runs])
 evaluated = time.perf_counter()
 api.leaderboard(store, run_ids=[r.run_id for r in runs])
@@ -55,8 +58,7 @@ values = store.measure_values()
 failed = int(values["error"].notna().sum())
 per_measure = values.groupby("measure")["seconds"].sum().round(3).to_dict()
 print(json.dumps({
-    "runs": len(runs), "train_s": trained - started, "evaluate_s": evaluated - trained,
-    "leaderboard_s": ranked - evaluated, "total_s": ranked - started,
+    "evaluate_s": evaluated - started, "leaderboard_s": ranked - evaluated,
     "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "values": len(values), "failed": failed, "per_measure_s": per_measure,
 }))
@@ -68,16 +70,20 @@ def run_side(tree: Path | None, seeds: str) -> dict:
     env.pop("GENBENCH_BENCH_TREE", None)
     if tree is not None:
         env["GENBENCH_BENCH_TREE"] = str(tree)
+    result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            [sys.executable, "-c", CHILD, str(Path(tmp) / "store"), seeds],
-            env=env, capture_output=True, text=True, check=True,
-        )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        for stage in ("train", "evaluate"):  # one process each: the evaluate stage's own peak memory
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(Path(tmp) / "store"), stage, seeds],
+                env=env, capture_output=True, text=True, check=True,
+            )
+            result.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    result["total_s"] = result["train_s"] + result["evaluate_s"] + result["leaderboard_s"]
+    return result
 
 
 def summary(name: str, results: list[dict]) -> dict:
-    keys = ("total_s", "train_s", "evaluate_s", "leaderboard_s", "peak_rss_mib")
+    keys = ("total_s", "train_s", "evaluate_s", "leaderboard_s", "train_peak_rss_mib", "peak_rss_mib")
     row = {"side": name, "repeats": len(results)}
     for key in keys:
         values = [r[key] for r in results]
@@ -104,7 +110,8 @@ def main() -> None:
             result = run_side(tree, args.seeds)
             results[name].append(result)
             print(f"{name:6s} repeat {repeat}: total {result['total_s']:.1f} s (train {result['train_s']:.1f}, "
-                  f"evaluate {result['evaluate_s']:.1f}), peak RSS {result['peak_rss_mib']:.0f} MiB, "
+                  f"evaluate {result['evaluate_s']:.1f}), peak RSS evaluating {result['peak_rss_mib']:.0f} MiB "
+                  f"(training {result['train_peak_rss_mib']:.0f}), "
                   f"{result['values']} values, {result['failed']} failed; load {os.getloadavg()[0]:.2f}", flush=True)
     rows = [summary(name, values) for name, values in results.items()]
     for row in rows:

@@ -24,9 +24,12 @@ corrupted, trained once per process into a temporary store — through the same
   mode of every submodule, the training data;
 - it reads ``ctx.retrainer``, ``ctx.initial_model`` and ``ctx.training_log`` only if it
   declares ``retrain``, ``init_weights`` and ``training_log``: undeclared ones are
-  stand-ins that fail on any use, also when the measure catches the error. (Type tests on
-  them, such as ``isinstance``, cannot be seen. The training data and its sizes are always
-  there; ``train_data`` in ``requires`` is informational.)
+  stand-ins that fail on any use, also when the measure catches the error (the evaluate
+  stage puts the same stand-ins in every context it builds; here their error is a
+  ConformanceError). (Type tests on them, such as ``isinstance``, cannot be seen. The
+  training data and its sizes are always there; ``train_data`` in ``requires`` is
+  informational.) A ``RetrainingMeasure`` is computed through its ``compute``, which trains
+  its jobs for the run alone.
 - it gives the same value on a fresh context of the same run (random draws come from
   ``ctx.generator``, which the engine seeds per run and measure).
 

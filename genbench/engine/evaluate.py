@@ -29,8 +29,10 @@ from genbench.schemas import MeasureValue, Options, RunResult, RunSpec
 from genbench.seeding import derive_seed
 from genbench.store import Store
 
-#: Runs of one training group whose contexts are held together while their retraining jobs train.
-RUNS_PER_BATCH = 32
+#: Runs of one training group whose contexts are held together while their retraining jobs train:
+#: bounded, so that the memory of the evaluate stage does not grow with the grid (a group of the
+#: default grid has 12 runs; larger groups are evaluated 12 runs at a time).
+RUNS_PER_BATCH = 12
 
 
 @dataclass

@@ -229,28 +229,6 @@ class EnsembleTrainer:
         return torch.stack(outputs)
 
     @torch.no_grad()
-    def _evaluate_some(self, checked, base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs):
-        """``evaluate`` for the members flagged in ``checked``; NaN for the others."""
-        chosen = checked.nonzero().flatten()
-        all_accuracy = torch.full((len(checked),), math.nan)
-        all_loss = torch.full((len(checked),), math.nan)
-        if len(chosen) == 0:
-            return all_accuracy, all_loss
-        index = chosen.to(self.device)
-        accuracy, loss = self.evaluate(
-            base,
-            {k: v[index] for k, v in params.items()},
-            {k: v[index] for k, v in buffers.items()},
-            inputs,
-            labels,
-            train_indices,
-            alive[index],
-            per_member_inputs,
-        )
-        all_accuracy[chosen], all_loss[chosen] = accuracy, loss
-        return all_accuracy, all_loss
-
-    @torch.no_grad()
     def evaluate(self, base, params, buffers, inputs, labels, train_indices, alive, per_member_inputs):
         """Accuracy and mean cross-entropy of every alive member on its training subset."""
         base.eval()
@@ -386,10 +364,7 @@ class _Fit:
             candidates = running_loss <= LOSS_GATE * config.loss_threshold
         final = self.step >= config.max_steps
         checked = (torch.ones_like(candidates) if final else candidates) & finite
-        accuracy, loss = trainer._evaluate_some(
-            checked, self.base, self.params, self.buffers, self.inputs, self.labels,
-            self.train_indices, self.alive, self.per_member_inputs,
-        )
+        accuracy, loss = self.evaluate_flagged(checked)
         fitted = accuracy >= config.target_accuracy if config.stop == "accuracy" else loss <= config.loss_threshold
         epochs = self.step // self.steps_per_epoch
         patience = config.early_stopping_patience
@@ -410,13 +385,36 @@ class _Fit:
         if positions:
             self.finish(positions, statuses, accuracy.tolist(), loss.tolist())
 
+    def evaluate_members(self, params, buffers, rows: torch.Tensor, alive: torch.Tensor):
+        """Accuracy and mean cross-entropy of the members ``alive`` (with ``params``, ``buffers``) on
+        their example rows ``rows`` of this fit's data."""
+        return self.trainer.evaluate(
+            self.base, params, buffers, self.inputs, self.labels, rows, alive, self.per_member_inputs
+        )
+
+    @torch.no_grad()
+    def evaluate_flagged(self, checked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``evaluate_members`` on their training subsets for the members flagged in ``checked``;
+        NaN for the others."""
+        chosen = checked.nonzero().flatten()
+        all_accuracy = torch.full((len(checked),), math.nan)
+        all_loss = torch.full((len(checked),), math.nan)
+        if len(chosen) == 0:
+            return all_accuracy, all_loss
+        index = chosen.to(self.device)
+        accuracy, loss = self.evaluate_members(
+            {k: v[index] for k, v in self.params.items()},
+            {k: v[index] for k, v in self.buffers.items()},
+            self.train_indices,
+            self.alive[index],
+        )
+        all_accuracy[chosen], all_loss[chosen] = accuracy, loss
+        return all_accuracy, all_loss
+
     @torch.no_grad()
     def track_best(self) -> None:
         """Held-out accuracy of every alive member; keep the weights of each one's best epoch."""
-        accuracy, _ = self.trainer.evaluate(
-            self.base, self.params, self.buffers, self.inputs, self.labels,
-            self.held_out, self.alive, self.per_member_inputs,
-        )
+        accuracy, _ = self.evaluate_members(self.params, self.buffers, self.held_out, self.alive)
         improved = []
         for i, (member, value) in enumerate(zip(self.members, accuracy.tolist())):
             member.last_validation = value
@@ -433,10 +431,7 @@ class _Fit:
         index = torch.tensor(positions, device=self.device)
         params = {k: self.best[k][index] for k in self.params}
         buffers = {k: self.best[k][index] for k in self.buffers}
-        best_accuracy, best_loss = self.trainer.evaluate(
-            self.base, params, buffers, self.inputs, self.labels, self.train_indices, self.alive[index],
-            self.per_member_inputs,
-        )
+        best_accuracy, best_loss = self.evaluate_members(params, buffers, self.train_indices, self.alive[index])
         states = {}
         for j, pos in enumerate(positions):
             accuracy[pos], loss[pos] = float(best_accuracy[j]), float(best_loss[j])
