@@ -66,3 +66,9 @@ class MeasureError(GenbenchError):
     """A measure could not be computed on a run."""
 
     exit_code = ExitCode.MEASURE_ERROR
+
+
+class NotApplicable(MeasureError):
+    """A measure has no value on this run by its definition (e.g. steps to a cross-entropy the
+    retraining never reaches because it diverges): the value is stored as skipped, with this
+    reason, and is not computed again."""

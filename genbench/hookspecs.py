@@ -68,7 +68,7 @@ def register_measures(register: Register) -> None:
     :class:`genbench.RetrainingMeasure` and provides ``jobs(ctx, options) ->
     [genbench.RetrainJob]`` and ``finish(ctx, options, networks) -> float |
     Estimate`` instead of ``compute``: the evaluate stage trains the jobs of a
-    whole training group together. The context holds only what ``requires``
+    training group's runs together. The context holds only what ``requires``
     declares ("init_weights", "training_log", "retrain"; "train_data" is
     informational) and never test data."""
 

@@ -791,10 +791,12 @@ def _object_column(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _value_status(values: pd.DataFrame) -> np.ndarray:
-    """The values' status; where it is missing, "failed" with an error and "ok" without."""
+    """The values' status; where it is missing (older stores), "failed" with an error or without a
+    value, "ok" otherwise."""
     status = _object_column(values, "status")
     errors = _object_column(values, "error")
-    return np.where(pd.isna(status), np.where(pd.isna(errors), "ok", "failed"), status)
+    healthy = pd.isna(errors) & ~pd.isna(values["value"].to_numpy(dtype=float, na_value=np.nan))
+    return np.where(pd.isna(status), np.where(healthy, "ok", "failed"), status)
 
 
 def _last_known(keys: np.ndarray, values: np.ndarray, order: np.ndarray) -> dict:
@@ -864,7 +866,8 @@ def _variants(values: pd.DataFrame, run_ids: pd.Index, kinds: Mapping[str, str] 
     row_labels = label_codes[variant_codes[on_board]]
     status = _value_status(values)[rows]
     value = np.where(status == "ok", values["value"].to_numpy(dtype=float, na_value=np.nan)[rows], np.nan)
-    seconds = values["seconds"].to_numpy(dtype=float, na_value=np.nan)[rows]
+    # the cost of computing a value: skipped values (nothing computed) and failed ones do not count
+    seconds = np.where(status == "ok", values["seconds"].to_numpy(dtype=float, na_value=np.nan)[rows], np.nan)
     # the latest value of each (label, run): ordered by creation, the last row of each key
     by_creation = np.argsort(created[rows], kind="stable")
     keys = row_labels[by_creation].astype(np.int64) * len(run_ids) + positions[by_creation]
@@ -976,8 +979,8 @@ def score_measures(
       ``UNINFORMATIVE_AT_FULL`` (labels, random-labels, gaussian: the built-in corruptions
       that declare ``uninformative_at_full``) at level 1.0.
     * ``value_clean``, ``value_noise``: mean value at the lowest and the highest level.
-    * ``runs``: how many values were scored; ``seconds_per_run``: mean seconds of all its
-      values (failed and skipped ones too).
+    * ``runs``: how many values were scored; ``seconds_per_run``: mean seconds of its "ok"
+      values (what computing a value cost; failed and skipped ones are left out).
 
     Reference rows (kind "reference"): the gap plus N(0, std^2) noise (:func:`noisy_oracle`,
     std in ``ORACLE_STDS``, seed ``ORACLE_SEED``) over all runs, scored as complexity.

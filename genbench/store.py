@@ -64,7 +64,9 @@ CREATE TABLE IF NOT EXISTS measure_values (
 #: them empty; an empty status reads as "ok" without an error and "failed" with one.
 ADDED_VALUE_COLUMNS = (("details_json", "TEXT"), ("status", "TEXT"), ("kind", "TEXT"), ("default_options", "INTEGER"))
 #: A stored value that need not be computed again.
-DONE = "(status IN ('ok', 'skipped') OR (status IS NULL AND error IS NULL))"
+#: (A row from before statuses were recorded is done when it has a value and no error: SQLite
+#: stores NaN as NULL, and a NaN is now a failed value.)
+DONE = "(status IN ('ok', 'skipped') OR (status IS NULL AND error IS NULL AND value IS NOT NULL))"
 
 
 def default_root() -> Path:
@@ -276,7 +278,7 @@ def measure_value_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out["options"] = [json.loads(text) for text in frame["options_json"]]
     out["details"] = [json.loads(text) if isinstance(text, str) else {} for text in frame["details_json"]]
     out["value"] = frame["value"].astype(float)
-    failed = frame["error"].notna()
+    failed = frame["error"].notna() | frame["value"].isna()
     out["status"] = [s if isinstance(s, str) else ("failed" if f else "ok") for s, f in zip(frame["status"], failed)]
     out["default_options"] = [None if pd.isna(d) else bool(d) for d in frame["default_options"]]
     out["kind"] = [k if isinstance(k, str) else None for k in frame["kind"]]

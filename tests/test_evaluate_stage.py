@@ -210,3 +210,98 @@ def test_values_record_their_kind_and_whether_their_options_are_the_defaults(tra
     frame = store.measure_values().drop_duplicates("measure").set_index("measure")
     assert frame.loc["cross-validation", "kind"] == "capability" and frame.loc["cross-validation", "default_options"]
     assert frame.loc["inverse-margin", "kind"] == "complexity" and not frame.loc["inverse-margin", "default_options"]
+
+
+class OneBadJob(RetrainingMeasure):
+    """A good job, and (on runs at p_c = 1) a job whose training indices point past the data."""
+
+    name = "one-bad-job"
+    version = "1"
+
+    def jobs(self, ctx, options):
+        n, labels = ctx.num_train, ctx.train_labels.cpu()
+        jobs = [RetrainJob(labels=labels, seed=ctx.spec.seed, train_indices=torch.arange(n))]
+        if ctx.spec.corruption.level == 1.0:
+            jobs.append(RetrainJob(labels=labels, seed=ctx.spec.seed, train_indices=torch.arange(n) + 1))
+        return jobs
+
+    def finish(self, ctx, options, networks):
+        return float(len(networks))
+
+
+def test_a_job_that_cannot_train_fails_its_own_value_only(trained, tmp_path):
+    store, runs = fresh_copy(trained, tmp_path)
+    measure = OneBadJob()
+    values = {v.run_id: v for v in Engine(store, device="cpu").evaluate([(measure, measure.Options())])}
+    for run in runs:
+        value = values[run.run_id]
+        if run.corruption.level == 1.0:
+            assert value.status == "failed" and "train_indices must be non-empty and lie in" in value.error
+        else:
+            assert value.status == "ok" and value.value == 1.0
+
+
+def test_identical_jobs_are_one_network_whatever_their_form(trained, tmp_path):
+    store, runs = fresh_copy(trained, tmp_path)
+    run, result = next(iter(store.iter_runs()))
+    engine = Engine(store, device="cpu")
+    dataset = engine.evaluation.run_context(run, result).dataset
+    batch = RetrainingBatch(torch.device("cpu"))
+    labels = dataset.y_train
+    batch.add(run, dataset, [RetrainJob(labels=labels, seed=3), RetrainJob(labels=labels.clone(), seed=3,
+                                         train_indices=torch.arange(len(labels)), num_classes=dataset.num_classes)])
+    assert batch.distinct_jobs == 1
+    with pytest.raises(ValueError, match="labels must lie in"):
+        batch.add(run, dataset, [RetrainJob(labels=labels, seed=4), RetrainJob(labels=labels + 100, seed=5)])
+    assert batch.distinct_jobs == 1  # a job list that fails its checks adds nothing
+
+
+class UnstorableDetails(BaseMeasure):
+    name = "unstorable-details"
+    version = "1"
+
+    def compute(self, ctx, options):
+        return genbench.Estimate(1.0, {"per_layer": [1.0, 2.0]})
+
+
+class NotDefinedHere(BaseMeasure):
+    name = "not-defined-here"
+    version = "1"
+
+    def compute(self, ctx, options):
+        raise genbench.errors.NotApplicable("no such quantity on this run")
+
+
+def test_unstorable_outcomes_fail_and_inapplicable_ones_are_skipped(trained, tmp_path):
+    store, runs = fresh_copy(trained, tmp_path)
+    engine = Engine(store, device="cpu")
+    measures = [UnstorableDetails(), NotDefinedHere(), *[m for m, _ in resolve_measures([ComponentRef(name="params")])]]
+    values = engine.evaluate([(m, m.Options()) for m in measures])
+    by_measure = {}
+    for value in values:
+        by_measure.setdefault(value.measure, set()).add(value.status)
+    assert by_measure == {"unstorable-details": {"failed"}, "not-defined-here": {"skipped"}, "params": {"ok"}}
+    assert "cannot be stored" in next(v for v in values if v.measure == "unstorable-details").error
+    # skipped values are not computed again, failed ones are
+    again = engine.evaluate([(m, m.Options()) for m in measures])
+    assert {v.measure for v in again} == {"unstorable-details"}
+
+
+class ChangesWithoutDeclaring(BaseMeasure):
+    name = "changes-without-declaring"
+    version = "1"
+
+    def compute(self, ctx, options):
+        from genbench.measures.quantities import weight_changes
+
+        return float(sum(w.abs().sum() for w in weight_changes(ctx)))
+
+
+def test_the_run_cache_does_not_hand_undeclared_quantities_on(trained, tmp_path):
+    store, runs = fresh_copy(trained, tmp_path)
+    declared = type("ChangesDeclared", (ChangesWithoutDeclaring,), {"name": "changes-declared",
+                                                                     "requires": frozenset({"init_weights"})})()
+    undeclared = ChangesWithoutDeclaring()
+    values = Engine(store, device="cpu").evaluate([(declared, declared.Options()), (undeclared, undeclared.Options())])
+    statuses = {(v.measure, v.status) for v in values}
+    assert statuses == {("changes-declared", "ok"), ("changes-without-declaring", "failed")}

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from genbench.engine import Retrainer, RetrainingBatch
+from genbench.errors import NotApplicable
 from genbench.measures.optimization import (
     GradientNoise,
     GradientNoiseOptions,
@@ -81,10 +82,12 @@ def test_budget_without_crossing_is_infinite_without_retraining():
     assert StepsBetween().compute(ctx, StepsBetweenOptions()).value == math.inf
 
 
-def test_diverged_run_is_nan():
+def test_diverged_training_has_no_step_count():
     ctx = tiny_ctx([(10, 2.0), (20, math.nan)], status="diverged")
-    assert math.isnan(StepsToFit().compute(ctx, StepsToFitOptions()).value)
-    assert math.isnan(StepsBetween().compute(ctx, StepsBetweenOptions()).value)
+    with pytest.raises(NotApplicable, match="diverged before reaching cross-entropy 0.1"):
+        StepsToFit().compute(ctx, StepsToFitOptions())
+    with pytest.raises(NotApplicable, match="diverged before reaching cross-entropy 0.01"):
+        StepsBetween().compute(ctx, StepsBetweenOptions())
 
 
 def test_crossings_of_histories():

@@ -727,7 +727,8 @@ def _reference_row(runs: pd.DataFrame, values: pd.DataFrame, measure: str, capab
     return dict(
         tau_gap=_scipy_tau(usable["oriented"].to_numpy(float), usable["gap"].to_numpy(float)),
         psi=psi, psi_axes=psi_axes, tau_level=float(np.mean(level_taus)),
-        runs=int(merged["value"].notna().sum()), seconds_per_run=float(merged["seconds"].mean()),
+        runs=int(merged["value"].notna().sum()),
+        seconds_per_run=float(merged.loc[merged["status"] == "ok", "seconds"].mean()),
         value_clean=float(merged.loc[merged["level"] == 0.0, "value"].mean()),
         value_noise=float(merged.loc[merged["level"] == 1.0, "value"].mean()),
         axiom_value=float(at_one.mean()) if capability else None,

@@ -1,6 +1,6 @@
 """The evaluate stage, run-major: per run, its checkpoints and data are loaded once into one context
 whose cache every measure of the run shares; measures that retrain hand back jobs, which are trained
-for all runs of a training group together; every value is stored with its kind, whether its options
+for the runs of a training group together (``RUNS_PER_BATCH`` at a time); every value is stored with its kind, whether its options
 are the measure's defaults, and its status.
 
 A failure stays where it happens: a run whose checkpoint is missing or unreadable fails that run's
@@ -23,7 +23,7 @@ import torch
 from genbench.datasets import Dataset
 from genbench.engine.data import DataCache, run_trainer, without_test_data
 from genbench.engine.retraining import Retrainer, RetrainingBatch, Ticket
-from genbench.errors import GenbenchError, StoreError
+from genbench.errors import GenbenchError, NotApplicable, StoreError
 from genbench.measures.base import Estimate, MeasureContext, TrainingLog, options_hash, retrains, with_stand_ins
 from genbench.schemas import MeasureValue, Options, RunResult, RunSpec
 from genbench.seeding import derive_seed
@@ -103,7 +103,7 @@ class _Todo:
     measure: Any
     options: Options
     digest: str
-    default_options: bool
+    default_options: bool | None
 
 
 @dataclass
@@ -136,7 +136,10 @@ class EvaluateStage:
         """Compute every (measure, options) on every run that lacks it; return what was stored."""
         todos = []
         for measure, options in measures:
-            default = options == measure.Options()
+            try:
+                default = options == measure.Options()
+            except Exception:  # noqa: BLE001 - Options without defaults: not the defaults' value
+                default = None
             todos.append(_Todo(measure, options, options_hash(options), default))
         work: dict[str, list[tuple[RunSpec, RunResult, list[_Todo]]]] = defaultdict(list)
         total = 0
@@ -165,18 +168,25 @@ class EvaluateStage:
             pending.extend(self._evaluate_run(run, result, todos, batch, summary))
         if not pending:
             return
-        batch.train()
+        try:
+            batch.train()
+        except Exception as exc:  # noqa: BLE001 - the batch's values fail, the stage goes on
+            for item in pending:
+                self._record(item.run, item.todo, None, f"retraining failed: {_first_line(exc)}", item.seconds, summary)
+            return
         for item in pending:
             self.reporter.evaluating(item.todo.measure.name, item.run)
             started = time.perf_counter()
             try:
                 networks = batch.networks(item.ticket, self.device)
                 outcome = item.todo.measure.finish(item.ctx, item.todo.options, networks)
-                error = None
+                error, status = None, None
+            except NotApplicable as exc:
+                outcome, error, status = None, f"skipped: {exc}", "skipped"
             except Exception as exc:  # noqa: BLE001 - one broken measure must not lose the others
-                outcome, error = None, _first_line(exc)
+                outcome, error, status = None, _first_line(exc), None
             seconds = item.seconds + time.perf_counter() - started + batch.seconds(item.ticket)
-            self._record(item.run, item.todo, outcome, error, seconds, summary)
+            self._record(item.run, item.todo, outcome, error, seconds, summary, status=status)
 
     def _evaluate_run(self, run, result, todos: list[_Todo], batch: RetrainingBatch, summary) -> list[_Pending]:
         """Values of ``run`` that need no retraining, now; the retraining ones as pending jobs."""
@@ -190,8 +200,9 @@ class EvaluateStage:
         except Exception as exc:  # noqa: BLE001 - a damaged run fails its own values only
             reason = _first_line(exc)
             self.reporter.warn(f"run {run.run_id}: {reason}; its {len(todos)} values failed")
+            stage = "store" if isinstance(exc, StoreError) else "data"
             for todo in todos:
-                self._record(run, todo, None, reason, 0.0, summary, stage="store")
+                self._record(run, todo, None, reason, 0.0, summary, stage=stage)
             return []
         pending = []
         for todo in todos:
@@ -204,6 +215,9 @@ class EvaluateStage:
                     pending.append(_Pending(run, todo, ctx, ticket, time.perf_counter() - started))
                     continue
                 outcome, error = todo.measure.compute(ctx, todo.options), None
+            except NotApplicable as exc:
+                self._record(run, todo, None, f"skipped: {exc}", time.perf_counter() - started, summary, status="skipped")
+                continue
             except Exception as exc:  # noqa: BLE001 - one broken measure must not lose the others
                 outcome, error = None, _first_line(exc)
             self._record(run, todo, outcome, error, time.perf_counter() - started, summary)
@@ -225,7 +239,19 @@ class EvaluateStage:
                     error = "the measure returned NaN"
         if stage is not None:
             details = {**details, "stage": stage}
-        record = MeasureValue(
+        try:
+            record = self._value(run, todo, value, error, seconds, details, status)
+        except Exception as exc:  # noqa: BLE001 - e.g. details the store cannot hold: a failed value
+            record = self._value(run, todo, math.nan, f"the measure's outcome cannot be stored: {_first_line(exc)}",
+                                 seconds, {}, None)
+        self.store.save_measure_value(record)
+        summary.values.append(record)
+        self.reporter.evaluated()
+
+    @staticmethod
+    def _value(run, todo: _Todo, value: float, error: str | None, seconds: float, details: dict,
+               status: str | None) -> MeasureValue:
+        return MeasureValue(
             run_id=run.run_id,
             measure=todo.measure.name,
             version=todo.measure.version,
@@ -236,12 +262,9 @@ class EvaluateStage:
             error=error,
             details=details,
             status=status or ("ok" if error is None else "failed"),
-            kind=todo.measure.kind,
+            kind=todo.measure.kind if todo.measure.kind in ("complexity", "capability") else None,
             default_options=todo.default_options,
         )
-        self.store.save_measure_value(record)
-        summary.values.append(record)
-        self.reporter.evaluated()
 
     def _warn_failures(self, summary: EvaluationSummary, origins: dict[str, Any]) -> None:
         """One line per measure that failed, with how many runs and its first reason (store failures

@@ -1,7 +1,8 @@
 """Retraining for measures: the jobs of many runs trained together, identical jobs once.
 
 A measure that retrains (``RetrainingMeasure``) describes its networks as ``RetrainJob``s. The
-evaluate stage adds the jobs of every run of a training group to one ``RetrainingBatch``, which
+evaluate stage adds the jobs of the runs of a training group (up to ``RUNS_PER_BATCH`` of them) to one
+``RetrainingBatch``, which
 
 1. resolves each job against its run (the run's inputs, classes and recipe unless the job says
    otherwise) and keys it by content — architecture, recipe, classes, seed, and digests of its
@@ -89,17 +90,33 @@ class RetrainingBatch:
         return known[1]
 
     def _resolved(self, run: RunSpec, dataset: Dataset, job: RetrainJob) -> RetrainJob:
-        inputs = dataset.x_train if job.inputs is None else job.inputs
+        """``job`` with the run's inputs, classes and recipe filled in, on the CPU, checked (a job
+        that could not train fails here, alone, not inside an ensemble with other jobs)."""
+        inputs = (dataset.x_train if job.inputs is None else job.inputs).detach().cpu()
+        n = inputs.shape[0]
+        if tuple(inputs.shape[1:]) != tuple(dataset.x_train.shape[1:]) or not inputs.is_floating_point():
+            raise ValueError(
+                f"a retraining job's inputs must be floats shaped [n, {', '.join(map(str, dataset.x_train.shape[1:]))}]; "
+                f"got {inputs.dtype} {tuple(inputs.shape)}"
+            )
         labels = job.labels.detach().to("cpu", torch.int64)
-        if labels.shape != (inputs.shape[0],):
-            raise ValueError(f"a retraining job needs one label per training example ({inputs.shape[0]}); got {tuple(labels.shape)}")
+        classes = dataset.num_classes if job.num_classes is None else int(job.num_classes)
+        if labels.shape != (n,):
+            raise ValueError(f"a retraining job needs one label per training example ({n}); got {tuple(labels.shape)}")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+            raise ValueError(f"a retraining job's labels must lie in [0, {classes}); got [{int(labels.min())}, {int(labels.max())}]")
         indices = None if job.train_indices is None else job.train_indices.detach().to("cpu", torch.int64).reshape(-1)
+        if indices is not None:
+            if len(indices) == 0 or int(indices.min()) < 0 or int(indices.max()) >= n:
+                raise ValueError(f"a retraining job's train_indices must be non-empty and lie in [0, {n})")
+            if len(indices) == n and torch.equal(indices, torch.arange(n)):
+                indices = None  # every example, in order: the same job as none given
         return RetrainJob(
             labels=labels,
             seed=int(job.seed),
             train_indices=indices,
             inputs=inputs,
-            num_classes=dataset.num_classes if job.num_classes is None else int(job.num_classes),
+            num_classes=classes,
             train=run.train if job.train is None else job.train,
         )
 
@@ -107,8 +124,8 @@ class RetrainingBatch:
         """Register ``jobs`` of ``run`` (whose training data is ``dataset``); returns the ticket that
         ``networks`` takes once ``train`` has run."""
         ticket = Ticket()
-        for job in jobs:
-            resolved = self._resolved(run, dataset, job)
+        resolved_jobs = [self._resolved(run, dataset, job) for job in jobs]  # all checked before any is added
+        for job, resolved in zip(jobs, resolved_jobs):
             n = resolved.inputs.shape[0]
             ensemble = content_hash(
                 {
@@ -168,6 +185,18 @@ class RetrainingBatch:
         return ensemble_size(per_member, budget, MAX_ENSEMBLE)
 
     def _train_chunk(self, trainer: Trainer, members: list[_Network]) -> None:
+        """Train ``members`` as one ensemble; if that fails, each one alone, so that one job that
+        cannot train fails alone (with its own reason)."""
+        try:
+            self._fit(trainer, members)
+        except Exception as exc:  # noqa: BLE001 - retried member by member, then recorded
+            if len(members) == 1:
+                members[0].error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                return
+            for network in members:
+                self._train_chunk(trainer, [network])
+
+    def _fit(self, trainer: Trainer, members: list[_Network]) -> None:
         jobs = [network.job for network in members]
         shared = all(job.inputs is jobs[0].inputs for job in jobs)
         inputs = jobs[0].inputs if shared else torch.stack([job.inputs for job in jobs])
@@ -177,13 +206,8 @@ class RetrainingBatch:
             everything = torch.arange(labels.shape[1])
             indices = torch.stack([everything if job.train_indices is None else job.train_indices for job in jobs])
         started = time.perf_counter()
-        try:
-            outcomes = trainer.fit(inputs, labels, [job.seed for job in jobs], train_indices=indices,
-                                   per_member_inputs=not shared)
-        except Exception as exc:  # noqa: BLE001 - recorded on every job of the chunk
-            for network in members:
-                network.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            return
+        outcomes = trainer.fit(inputs, labels, [job.seed for job in jobs], train_indices=indices,
+                               per_member_inputs=not shared)
         share = (time.perf_counter() - started) / len(members)
         for outcome in outcomes:
             network = members[outcome.index]
@@ -222,6 +246,23 @@ class Retrainer:
         ticket = batch.add(self.run, self.dataset, jobs)
         batch.train()
         return batch.networks(ticket)
+
+    def fit(self, labels, seeds, num_classes=None, train_indices=None, inputs=None, train=None) -> list[nn.Module]:
+        """The earlier form of ``train``: networks trained on ``labels`` [M, n] with ``seeds`` (one
+        per member), ``train_indices`` [M, m] rows, shared ``inputs`` and recipe ``train``."""
+        return [network.model for network in self.fit_with_outcomes(labels, seeds, num_classes, train_indices, inputs, train)]
+
+    def fit_with_outcomes(self, labels, seeds, num_classes=None, train_indices=None, inputs=None, train=None):
+        """As ``fit``, with each network's training record: (model, record) pairs, record None for
+        a closed-form fit."""
+        jobs = [
+            RetrainJob(
+                labels=labels[i], seed=seed, train_indices=None if train_indices is None else train_indices[i],
+                inputs=inputs, num_classes=num_classes, train=train,
+            )
+            for i, seed in enumerate(seeds)
+        ]
+        return [(network.model, network.log) for network in self.train(jobs)]
 
     def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """Logits of ``model`` on ``inputs`` (on the CPU)."""

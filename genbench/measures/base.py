@@ -76,7 +76,7 @@ class RetrainJob:
     - ``num_classes``: outputs of the network (default the dataset's), e.g. 2 for ±1 labelings;
     - ``train``: a recipe (``TrainConfig``) instead of the run's, e.g. another stopping rule.
 
-    The evaluate stage gathers the jobs of every run of a training group, trains identical jobs once
+    The evaluate stage gathers the jobs of the runs of a training group (up to ``RUNS_PER_BATCH`` at a time), trains identical jobs once
     (the same labels, seed, subset, inputs, classes and recipe give the same network), and trains the
     rest together as stacked ensembles."""
 
@@ -204,7 +204,7 @@ class RetrainingMeasure(BaseMeasure):
 
     ``jobs(ctx, options)`` returns the ``RetrainJob`` list the measure needs for this run (possibly
     empty); ``finish(ctx, options, networks)`` gets one ``Retrained`` per job, in order, and returns
-    the value. The evaluate stage calls ``jobs`` for every run of a training group, trains all their
+    the value. The evaluate stage calls ``jobs`` for the runs of a training group, trains all their
     jobs together (identical jobs once), then calls ``finish``. ``compute`` does both for one run
     through ``ctx.retrainer`` (for a measure used alone, and for the conformance kit); a subclass
     overrides ``jobs`` and ``finish``, never ``compute``. ``requires`` must contain "retrain"."""

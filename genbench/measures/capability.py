@@ -53,11 +53,14 @@ class CrossValidation(RetrainingMeasure):
     one retraining per run); ``evaluated_folds = None`` gives the full k-fold estimate at
     k times the cost. Source: Stone 1974 (cross-validation); the corruption-aware reading
     follows the randomization tests of Zhang et al. 2017.
+    Version 2: its networks are retrained in stacked ensembles with the retraining jobs of the
+    other runs of its training group (before: each run's alone); a conv net rounds differently
+    there, and SGD amplifies it (the spread is in benchmarks/RESULTS.md).
     """
 
     name: ClassVar[str] = "cross-validation"
     kind: ClassVar[str] = "capability"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     source: ClassVar[str] = "Stone 1974 (cross-validation); corruption-aware reading after Zhang et al. 2017"
     requires: ClassVar[frozenset[str]] = frozenset({"train_data", "retrain"})
     Options = CrossValidationOptions

@@ -351,10 +351,13 @@ class EmpiricalRademacher(RetrainingMeasure):
     standard deviation (ddof 1) over draws / sqrt(draws) — NaN with one draw, where it is
     undefined. Depends only on the architecture, recipe, training inputs and options: the
     runs that share them ask for the same retraining jobs, which the evaluate stage trains once.
+    Version 2: its networks are retrained in stacked ensembles with the retraining jobs of the
+    other runs of its training group (before: each run's alone); a conv net rounds differently
+    there, and SGD amplifies it (the spread is in benchmarks/RESULTS.md).
     """
 
     name: ClassVar[str] = "rademacher"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     source: ClassVar[str] = (
         "Zhang et al. 2017, 'Understanding deep learning requires rethinking generalization', §2.2 "
         "(Rademacher complexity as fitting random labels)"

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from genbench.errors import MeasureError
+from genbench.errors import MeasureError, NotApplicable
 from genbench.measures.base import (
     BaseMeasure,
     Estimate,
@@ -123,6 +123,14 @@ def steps_between(history: LossHistory, start: float | None, end: float) -> floa
     return float(reached_end - (reached_start if reached_start is not None else reached_end))
 
 
+def not_diverged(steps: float, threshold: float) -> float:
+    """``steps``, or NotApplicable when it is NaN: training diverged before reaching ``threshold``
+    (a step count that does not exist, stored as skipped with that reason)."""
+    if math.isnan(steps):
+        raise NotApplicable(f"training diverged before reaching cross-entropy {threshold:g}")
+    return steps
+
+
 def crossing_details(history: LossHistory, thresholds: list[float]) -> dict[str, float | int | str | None]:
     details: dict[str, float | int | str | None] = {
         "status": history.status,
@@ -155,14 +163,17 @@ class StepsToFit(RetrainingMeasure):
     retraining repeats the recorded run) with the stop rule "cross-entropy ≤ 0.01" instead,
     and the crossing is read from that curve (one retraining shared with
     steps-0.1-to-0.01: both measures ask for the same retraining job). +∞ when the recipe never reaches the threshold (the
-    step budget runs out, or early stopping ends training first): ranked as the slowest; NaN
-    when training diverged. Source: Jiang et al.
+    step budget runs out, or early stopping ends training first): ranked as the slowest; no
+    value (skipped, NotApplicable) when training diverged. Source: Jiang et al.
     2020, "Fantastic generalization measures", "#steps to CE 0.1"; Dziugaite et al. 2020
     ("number of steps/epochs to reach a cross-entropy").
+    Version 2: its networks are retrained in stacked ensembles with the retraining jobs of the
+    other runs of its training group (before: each run's alone); a conv net rounds differently
+    there, and SGD amplifies it (the spread is in benchmarks/RESULTS.md).
     """
 
     name: ClassVar[str] = "steps-to-fit"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     requires: ClassVar[frozenset[str]] = frozenset({"training_log", "retrain"})
     Options = StepsToFitOptions
     source: ClassVar[str] = "Jiang et al. 2020, 'Fantastic generalization measures', '#steps CE 0.1'"
@@ -172,7 +183,7 @@ class StepsToFit(RetrainingMeasure):
 
     def finish(self, ctx: MeasureContext, options: StepsToFitOptions, networks: list[Retrained]) -> Estimate:
         history = history_of(ctx, networks)
-        value = steps_between(history, None, options.loss_threshold)
+        value = not_diverged(steps_between(history, None, options.loss_threshold), options.loss_threshold)
         return Estimate(value, crossing_details(history, [options.loss_threshold]))
 
 
@@ -189,13 +200,16 @@ class StepsBetween(RetrainingMeasure):
     check). The recorded curve of a run stopped at 100 % training accuracy rarely reaches
     0.01, so the run is retrained with its own seed, labels and recipe to cross-entropy
     0.01 (the same retraining job as steps-to-fit's, trained once). +∞ when the recipe never reaches 0.01
-    (the step budget runs out, or early stopping ends training first), NaN when training
-    diverged. Source: Jiang et al. 2020, "Fantastic
+    (the step budget runs out, or early stopping ends training first); no value (skipped,
+    NotApplicable) when training diverged. Source: Jiang et al. 2020, "Fantastic
     generalization measures", "#steps 0.1→0.01"; Dziugaite et al. 2020 ("epochs to CE 0.01").
+    Version 2: its networks are retrained in stacked ensembles with the retraining jobs of the
+    other runs of its training group (before: each run's alone); a conv net rounds differently
+    there, and SGD amplifies it (the spread is in benchmarks/RESULTS.md).
     """
 
     name: ClassVar[str] = "steps-0.1-to-0.01"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     requires: ClassVar[frozenset[str]] = frozenset({"training_log", "retrain"})
     Options = StepsBetweenOptions
     source: ClassVar[str] = "Jiang et al. 2020, 'Fantastic generalization measures', '#steps 0.1→0.01'"
@@ -207,7 +221,7 @@ class StepsBetween(RetrainingMeasure):
 
     def finish(self, ctx: MeasureContext, options: StepsBetweenOptions, networks: list[Retrained]) -> Estimate:
         history = history_of(ctx, networks)
-        value = steps_between(history, options.start, options.end)
+        value = not_diverged(steps_between(history, options.start, options.end), options.end)
         return Estimate(value, crossing_details(history, [options.start, options.end]))
 
 

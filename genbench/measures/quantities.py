@@ -84,7 +84,11 @@ def folded_weights(ctx: MeasureContext) -> list[torch.Tensor]:
 
 
 def folded_initial_weights(ctx: MeasureContext) -> list[torch.Tensor]:
-    """W⁰_1 … W⁰_d of the initial network after batch-norm folding (float64), on ``ctx.device``."""
+    """W⁰_1 … W⁰_d of the initial network after batch-norm folding (float64), on ``ctx.device``.
+
+    Reads ``ctx.initial_model`` before the run's cache, so that a measure that did not declare
+    ``init_weights`` fails here even when another measure of the run has cached the weights."""
+    ctx.initial_model.training  # noqa: B018 - an undeclared stand-in raises on any use
 
     def compute() -> list[torch.Tensor]:
         initial = [w.to(ctx.device) for w in layer_weights(ctx.initial_model)]
@@ -97,7 +101,8 @@ def folded_initial_weights(ctx: MeasureContext) -> list[torch.Tensor]:
 
 
 def weight_changes(ctx: MeasureContext) -> list[torch.Tensor]:
-    """W_i − W⁰_i for every layer."""
+    """W_i − W⁰_i for every layer (needs ``init_weights``, like ``folded_initial_weights``)."""
+    ctx.initial_model.training  # noqa: B018 - an undeclared stand-in raises on any use
     return cached_on_one_thread(
         ctx, "norms:changes", lambda: [w - w0 for w, w0 in zip(folded_weights(ctx), folded_initial_weights(ctx))]
     )

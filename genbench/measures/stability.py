@@ -89,10 +89,13 @@ class UniformStability(RetrainingMeasure):
     mean over replacements of the per-replacement maximum, each maximum (``max_r``) with its
     pair (``pair_r`` = "i->j"), and how many replaced-set networks reached the training
     target (``retrained_fit``).
+    Version 2: its networks are retrained in stacked ensembles with the retraining jobs of the
+    other runs of its training group (before: each run's alone); a conv net rounds differently
+    there, and SGD amplifies it (the spread is in benchmarks/RESULTS.md).
     """
 
     name: ClassVar[str] = "uniform-stability"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     source: ClassVar[str] = (
         "Hardt, Recht & Singer 2016, 'Train faster, generalize better: stability of stochastic gradient descent' "
         "(uniform stability; Bousquet & Elisseeff 2002), as discussed by Zhang et al. 2017, §2.2"
