@@ -4,6 +4,9 @@
     .venv/bin/python benchmarks/trace_evaluate_memory.py STORE 0,1,2,3 train   # train the grid with these seeds
     .venv/bin/python benchmarks/trace_evaluate_memory.py STORE 0,1,2,3 eval    # evaluate it, one line per batch
 """
+import sys
+import time
+
 from genbench.engine import Engine, resolve_measures, resolve_runs
 from genbench.engine.evaluate import EvaluateStage
 from genbench.schemas import ExperimentSpec
