@@ -305,3 +305,25 @@ def test_the_run_cache_does_not_hand_undeclared_quantities_on(trained, tmp_path)
     values = Engine(store, device="cpu").evaluate([(declared, declared.Options()), (undeclared, undeclared.Options())])
     statuses = {(v.measure, v.status) for v in values}
     assert statuses == {("changes-declared", "ok"), ("changes-without-declaring", "failed")}
+
+
+def test_a_run_whose_data_cannot_be_prepared_fails_its_values_and_exits_with_the_data_code(trained, tmp_path, monkeypatch):
+    from genbench.engine.data import DataCache
+    from genbench.errors import DataError
+
+    store, runs = fresh_copy(trained, tmp_path)
+    broken = runs[0].run_id
+    real = DataCache.prepare
+
+    def prepare(self, run):
+        if run.run_id == broken:
+            raise DataError("dataset files changed since training")
+        return real(self, run)
+
+    monkeypatch.setattr(DataCache, "prepare", prepare)
+    result = CliRunner().invoke(app, ["evaluate", "--measure", "params", "--store", str(tmp_path / "store")])
+    assert result.exit_code == ExitCode.DATA_ERROR, result.output
+    assert "dataset files changed since training" in result.output
+    values = store.measure_values()
+    assert set(values.loc[values["status"] == "failed", "run_id"]) == {broken}
+    assert (values["status"] == "ok").sum() == len(runs) - 1

@@ -53,14 +53,21 @@ def handle_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def exit_for_failed_values(statuses: list[str], store_failures: int) -> None:
-    """After the leaderboard is printed: one line and a non-zero exit code when values failed
-    (5, a store error, when some run could not be read; 8, a measure error, otherwise)."""
+def exit_for_failed_values(statuses: list[str], stages: list[str | None]) -> None:
+    """After the leaderboard is printed: one line and a non-zero exit code when values failed —
+    5 (store) when a run could not be read from the store, else 6 (data) when a run's data or
+    components could not be prepared, else 8 (measure). ``stages`` gives each value's failed stage
+    ("store", "data" or None)."""
     failed = sum(status == "failed" for status in statuses)
     if not failed:
         return
-    code = ExitCode.STORE_ERROR if store_failures else ExitCode.MEASURE_ERROR
-    reason = f"; {store_failures} of them on runs the store could not read" if store_failures else ""
+    store, data = stages.count("store"), stages.count("data")
+    if store:
+        code, reason = ExitCode.STORE_ERROR, f"; {store} of them on runs the store could not read"
+    elif data:
+        code, reason = ExitCode.DATA_ERROR, f"; {data} of them on runs whose data could not be prepared"
+    else:
+        code, reason = ExitCode.MEASURE_ERROR, ""
     raise fail(f"{failed} measure values failed{reason} (they are computed again next time)", code)
 
 

@@ -98,13 +98,14 @@ def register(app: typer.Typer) -> None:
         failed = [r for r in summary.trained if r.status != "converged"]
         if failed:
             stderr.print(f"[yellow]{len(failed)} runs did not reach the stopping criterion ({', '.join(sorted({r.status for r in failed}))})[/]")
-        statuses, store_failures = [], 0
+        statuses, stages = [], []
         if evaluate:
             summary = engine.evaluate_summary(measures, [r.run_id for r in runs])
-            statuses, store_failures = [v.status for v in summary.values], len(summary.store_failures)
+            statuses = [v.status for v in summary.values]
+            stages = [v.details.get("stage") if v.status == "failed" else None for v in summary.values]
         board = api.leaderboard(target, run_ids=[r.run_id for r in runs])
         stdout.print(render(board, fmt), markup=False, highlight=False, end="")
-        exit_for_failed_values(statuses, store_failures)
+        exit_for_failed_values(statuses, stages)
 
     @app.command()
     @handle_errors
@@ -129,8 +130,9 @@ def register(app: typer.Typer) -> None:
         stderr.print(f"computed {len(values)} new measure values")
         run_ids = None if spec_file is None else [r.run_id for r in resolve_runs(api.load_spec(spec_file))]
         stdout.print(render(api.leaderboard(target, run_ids=run_ids), fmt), markup=False, highlight=False, end="")
-        store_failures = sum(details.get("stage") == "store" for details in values["details"]) if len(values) else 0
-        exit_for_failed_values(list(values["status"]) if len(values) else [], store_failures)
+        statuses = list(values["status"]) if len(values) else []
+        stages = [d.get("stage") if st == "failed" else None for d, st in zip(values["details"], statuses)] if len(values) else []
+        exit_for_failed_values(statuses, stages)
 
     @app.command()
     @handle_errors
