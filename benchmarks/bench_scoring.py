@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Scoring cost: the leaderboard of a generated store, now and as committed at HEAD.
+"""Scoring cost: the leaderboard of a generated store, now and as it was scored before (commit c835c08).
 
 A synthetic pair of store frames is generated (``Store.runs()`` and
 ``Store.measure_values()`` in form): runs on a grid of dataset × model ×
@@ -8,8 +8,9 @@ models grows with ``--runs``: 5 for 2,000 runs, 25 for 10,000) with a gap that
 grows with the level, and 40 measures (one in five a capability score, four evaluated
 at two options, two with an older version too) with ties, ±inf, failed values
 and runs whose gap is NaN. Then ``genbench.scoring.score_measures`` and the
-``build_leaderboard`` committed at HEAD (read with ``git show`` into a temporary
-folder; nothing in the repository is changed) score it, the two sides taking
+``build_leaderboard`` of commit c835c08, the last before scoring became a pure
+function of the store (``--previous REV`` for another; read with ``git show`` into a
+temporary folder; nothing in the repository is changed) score it, the two sides taking
 turns, and the script prints the median and the spread of each, the machine's
 load average at the start and the end, and whether the two boards agree.
 
@@ -117,11 +118,15 @@ def synthetic_store(runs: int, measures: int, seed: int = 0) -> tuple[pd.DataFra
     return grid.reset_index(drop=True), values
 
 
-def previous_implementation(workdir: Path):
-    """``build_leaderboard`` as committed at HEAD, imported from a temporary folder."""
+#: The last commit whose leaderboard scored with the registry's kinds (the side compared against).
+PREVIOUS = "c835c08"
+
+
+def previous_implementation(workdir: Path, revision: str = PREVIOUS):
+    """``build_leaderboard`` as committed at ``revision``, imported from a temporary folder."""
 
     def show(path: str) -> str:
-        return subprocess.run(["git", "show", f"HEAD:{path}"], cwd=REPOSITORY, check=True,
+        return subprocess.run(["git", "show", f"{revision}:{path}"], cwd=REPOSITORY, check=True,
                               capture_output=True, text=True).stdout
 
     (workdir / "previous_scoring.py").write_text(show("genbench/scoring.py"))
@@ -136,7 +141,7 @@ def previous_implementation(workdir: Path):
 
 
 def previous_arguments(values: pd.DataFrame) -> dict:
-    """What HEAD's build_leaderboard took from the registry, read off the generated values."""
+    """What the previous build_leaderboard took from the registry, read off the generated values."""
     kinds = dict(zip(values["measure"], values["kind"]))
     defaults = {
         measure: json.dumps(options, sort_keys=True)
@@ -181,6 +186,7 @@ def main() -> None:
     parser.add_argument("--measures", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3, help="timings per side (the sides take turns)")
     parser.add_argument("--no-previous", action="store_true", help="time only the current implementation")
+    parser.add_argument("--previous", default=PREVIOUS, help="the commit of the other side (default %(default)s)")
     parser.add_argument("--json", type=Path, help="write the timings here")
     args = parser.parse_args()
     sizes = args.runs or [2000, 10000]
@@ -189,13 +195,13 @@ def main() -> None:
     print(f"load average at start {os.getloadavg()}", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as workdir:
-        previous = None if args.no_previous else previous_implementation(Path(workdir))
+        previous = None if args.no_previous else previous_implementation(Path(workdir), args.previous)
         for size in sizes:
             runs, values = synthetic_store(size, args.measures)
             sides = {"now": lambda runs=runs, values=values: score_measures(runs, values)}
             if previous is not None:
                 extra = previous_arguments(values)
-                sides["HEAD"] = lambda runs=runs, values=values, extra=extra: previous(runs, values, **extra)
+                sides["previous"] = lambda runs=runs, values=values, extra=extra: previous(runs, values, **extra)
             times: dict[str, list[float]] = {side: [] for side in sides}
             outputs = {}
             for repeat in range(args.repeats):
@@ -214,9 +220,9 @@ def main() -> None:
             if previous is not None:
                 from genbench.report.leaderboard import board_frame
 
-                verdict = agreement(board_frame(outputs["now"]), outputs["HEAD"])
-                ratio = statistics.median(times["HEAD"]) / statistics.median(times["now"])
-                print(f"  HEAD / now: {ratio:.1f}×; boards: {verdict}")
+                verdict = agreement(board_frame(outputs["now"]), outputs["previous"])
+                ratio = statistics.median(times["previous"]) / statistics.median(times["now"])
+                print(f"  previous / now: {ratio:.1f}×; boards: {verdict}")
                 row.update(ratio=ratio, agreement=verdict)
             results.append(row)
     end = os.getloadavg()
