@@ -18,7 +18,8 @@ import pandas as pd
 from genbench.engine import Engine, resolve_measures, resolve_runs
 from genbench.errors import StoreError
 from genbench.plugins import registry
-from genbench.report.leaderboard import build_leaderboard
+from genbench.report.leaderboard import board_frame
+from genbench.scoring import score_measures
 from genbench.schemas import ComponentRef, ExperimentSpec, parse_spec
 from genbench.store import Store
 
@@ -127,7 +128,7 @@ def leaderboard(store: StoreLike = None, run_ids: Iterable[str] | None = None) -
     recorded = values["kind"].notna()
     unrecorded = set(values.loc[~recorded, "measure"]) - set(values.loc[recorded, "measure"])
     kinds = measure_kinds(sorted(unrecorded)) if unrecorded else None
-    return build_leaderboard(runs, values, kinds=kinds)
+    return board_frame(score_measures(runs, values, kinds=kinds))
 
 
 __all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec"]

@@ -370,6 +370,11 @@ class MeasureValue(BaseModel):
         return data
 
 
+#: A capability score passes the corruption axiom when its mean over the runs whose labels carry
+#: no information is within this of 0 (``MeasureScore.axiom``).
+AXIOM_TOLERANCE = 0.05
+
+
 class MeasureScore(BaseModel):
     """How well one measure, at one set of options, predicts the generalization gap over a set of
     runs: one row of the leaderboard (see ``genbench.scoring.score_measures``).

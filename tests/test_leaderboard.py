@@ -10,7 +10,13 @@ import pytest
 
 import genbench
 from genbench.api import measure_kinds
-from genbench.report.leaderboard import COLUMNS, build_leaderboard, noise_sanity_failures, render
+from genbench.report.leaderboard import COLUMNS, board_frame, noise_sanity_failures, render
+from genbench.scoring import score_measures
+
+
+def build_leaderboard(runs, values):
+    """The board the API builds: the scored rows, formatted as a frame."""
+    return board_frame(score_measures(runs, values))
 from genbench.schemas import ComponentRef, CorruptionSpec, MeasureScore, MeasureValue, RunResult, RunSpec
 
 

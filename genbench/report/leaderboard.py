@@ -1,4 +1,5 @@
-"""The leaderboard as text: the rows of ``genbench.scoring.score_measures``, formatted.
+"""The leaderboard as text: the rows of ``genbench.scoring.score_measures``, formatted (this
+module never scores: it receives the rows).
 
 Scores are oriented so that larger is better for every row: a capability score
 predicts a *smaller* gap, so its correlations are taken with its negation.
@@ -9,13 +10,11 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Mapping
 from typing import Literal
 
 import pandas as pd
 
-from genbench.schemas import MeasureScore
-from genbench.scoring import AXIOM_TOLERANCE, score_measures
+from genbench.schemas import AXIOM_TOLERANCE, MeasureScore
 
 #: One column per MeasureScore field, in its order.
 COLUMNS = list(MeasureScore.model_fields)
@@ -25,14 +24,6 @@ Format = Literal["table", "markdown", "csv", "json"]
 def board_frame(scores: list[MeasureScore]) -> pd.DataFrame:
     """The rows as a DataFrame, one column per field of ``MeasureScore``, in their order."""
     return pd.DataFrame([score.model_dump() for score in scores], columns=COLUMNS)
-
-
-def build_leaderboard(
-    runs: pd.DataFrame, values: pd.DataFrame, kinds: Mapping[str, str] | None = None
-) -> pd.DataFrame:
-    """``score_measures(runs, values, kinds=kinds)`` as a DataFrame: one row per measure (and
-    per non-default options) plus the noisy-oracle reference rows, best τ with the gap first."""
-    return board_frame(score_measures(runs, values, kinds=kinds))
 
 
 def _fmt(value: object, digits: int = 3) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from genbench.schemas import MeasureScore
+from genbench.schemas import AXIOM_TOLERANCE, MeasureScore
 from genbench.scoring.kendall import _GroupedTau, _float_column, _mean_in_order, _tau_without_nan
 from genbench.scoring.granulated import _GranulatedGrid, _axis_codes
 
@@ -45,7 +45,6 @@ AXES = ("dataset", "model", "corruption", "level", "train_config", "test_labels"
 ORACLE_STDS = (0.02, 0.05)
 ORACLE_SEED = 0
 #: A capability score passes the p_c = 1 check when |its mean| there is at most this.
-AXIOM_TOLERANCE = 0.05
 #: The built-in corruptions that declare ``uninformative_at_full``: at level 1 their training
 #: labels carry no information. Used for runs that do not record ``labels_uninformative``.
 UNINFORMATIVE_AT_FULL = frozenset({"labels", "random-labels", "gaussian"})
