@@ -721,7 +721,7 @@ def test_fold_indices_partition(n, folds, seed):
 
 
 def test_tensor_digest_tells_names_shapes_dtypes_and_values_apart_and_takes_bfloat16():
-    from genbench.measures.base import tensor_digest
+    from genbench.engine.retraining import tensor_digest
 
     x = torch.arange(6.0)
     base = tensor_digest([("w", x)])

@@ -45,11 +45,6 @@ class EvaluationSummary:
     def failed(self) -> list[MeasureValue]:
         return [value for value in self.values if value.status == "failed"]
 
-    @property
-    def store_failures(self) -> list[MeasureValue]:
-        """Failed values whose run could not be read from the store."""
-        return [value for value in self.failed if value.details.get("stage") == "store"]
-
 
 class RunContext:
     """One run's models and data, loaded once, and the cache its measures share."""

@@ -21,8 +21,10 @@ evaluate stage adds the jobs of the runs of a training group (up to ``RUNS_PER_B
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -30,12 +32,22 @@ from torch import nn
 
 from genbench.datasets import Dataset
 from genbench.engine.data import run_trainer
-from genbench.engine.train import MAX_ENSEMBLE
+from genbench.engine.train import members_that_fit
 from genbench.inference import predict
-from genbench.measures.base import Retrained, RetrainJob, tensor_digest
+from genbench.measures.base import Retrained, RetrainJob
 from genbench.schemas import RunSpec, TrainingRecord, content_hash
 from genbench.training import MemberOutcome, Trainer
-from genbench.training.memory import default_budget, ensemble_size, member_bytes
+
+
+def tensor_digest(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
+    """sha256 of named tensors (names, shapes, dtypes and values; bfloat16 hashed as float32),
+    after ``salt``: what a retraining job's labels, subset and inputs are keyed by."""
+    digest = hashlib.sha256(salt.encode())
+    for name, tensor in named:
+        value = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update((value.float() if value.dtype == torch.bfloat16 else value).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -174,15 +186,12 @@ class RetrainingBatch:
                 self._train_chunk(trainer, members[start : start + size])
 
     def _members_that_fit(self, trainer: Trainer, members: list[_Network]) -> int:
-        if not trainer.memory_bound:
-            return len(members)
-        budget = self.memory_budget if self.memory_budget is not None else default_budget(self.device)
         first = members[0].job
         own_inputs = any(network.job.inputs is not first.inputs for network in members[1:])
-        model = trainer.build()
-        n = first.inputs.shape[0]
-        per_member = member_bytes(model, tuple(first.inputs.shape[1:]), first.train.batch_size, n, own_inputs)
-        return ensemble_size(per_member, budget, MAX_ENSEMBLE)
+        return members_that_fit(
+            trainer, tuple(first.inputs.shape[1:]), first.inputs.shape[0], first.train.batch_size, own_inputs,
+            self.memory_budget, self.device,
+        )
 
     def _train_chunk(self, trainer: Trainer, members: list[_Network]) -> None:
         """Train ``members`` as one ensemble; if that fails, each one alone, so that one job that

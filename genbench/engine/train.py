@@ -37,14 +37,23 @@ def group_runs(runs: list[RunSpec], max_members: Callable[[list[RunSpec]], int] 
 
 
 def members_that_fit(
-    trainer: Trainer, dataset: Dataset, batch_size: int, own_inputs: bool, budget: int, device: torch.device
+    trainer: Trainer,
+    input_shape: tuple[int, ...],
+    num_train: int,
+    batch_size: int,
+    own_inputs: bool,
+    budget: int | None,
+    device: torch.device,
 ) -> int:
-    """How many members of ``trainer``'s architecture fit in one ensemble within ``budget`` bytes."""
+    """How many members of ``trainer``'s architecture, each training on ``num_train`` examples of
+    ``input_shape`` (with inputs of their own when ``own_inputs``), fit in one ensemble within
+    ``budget`` bytes (None: ``default_budget(device)``); MAX_ENSEMBLE for a trainer whose members
+    share no ensemble."""
     if not trainer.memory_bound:
         return MAX_ENSEMBLE
     model = trainer.build().to(device)
-    per_member = member_bytes(model, dataset.input_shape, batch_size, dataset.num_train, own_inputs)
-    return ensemble_size(per_member, budget, MAX_ENSEMBLE)
+    per_member = member_bytes(model, tuple(input_shape), batch_size, num_train, own_inputs)
+    return ensemble_size(per_member, default_budget(device) if budget is None else budget, MAX_ENSEMBLE)
 
 
 def run_result(
@@ -87,9 +96,6 @@ class TrainStage:
         self.store, self.data, self.device, self.reporter = store, data, device, reporter
         self.memory_budget = memory_budget
 
-    def budget(self) -> int:
-        return self.memory_budget if self.memory_budget is not None else default_budget(self.device)
-
     def train(self, runs: list[RunSpec], executor: str = "local") -> TrainSummary:
         done = self.store.finished_ids(r.run_id for r in runs)
         missing = [r for r in runs if r.run_id not in done]
@@ -112,7 +118,10 @@ class TrainStage:
         dataset = self.data.prepare(runs[0])
         own_inputs = any(self.data.prepare(run).x_train is not dataset.x_train for run in runs[1:])
         trainer = run_trainer(runs[0], dataset, self.device)
-        return members_that_fit(trainer, dataset, runs[0].train.batch_size, own_inputs, self.budget(), self.device)
+        return members_that_fit(
+            trainer, dataset.input_shape, dataset.num_train, runs[0].train.batch_size, own_inputs,
+            self.memory_budget, self.device,
+        )
 
     def _train_group(self, runs: list[RunSpec]) -> list[RunResult]:
         datasets = [self.data.prepare(run) for run in runs]

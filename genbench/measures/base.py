@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -294,17 +293,6 @@ def one_intra_op_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def tensor_digest(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
-    """sha256 of named tensors (names, shapes, dtypes and values; bfloat16 hashed as float32),
-    after ``salt``: the key of the caches that measures keep across contexts."""
-    digest = hashlib.sha256(salt.encode())
-    for name, tensor in named:
-        value = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
-        digest.update((value.float() if value.dtype == torch.bfloat16 else value).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def on_cpu_one_thread(ctx: MeasureContext):

@@ -11,39 +11,23 @@ zeroed; the factory's diagnostics (residual, RKHS norm, …) come with the outco
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
 from genbench.inference import accuracy_and_loss, predict
-from genbench.schemas import TrainConfig
+from genbench.training.architecture import ArchitectureTrainer
 from genbench.training.ensemble import MemberOutcome
 
 
-class ClosedFormTrainer:
+class ClosedFormTrainer(ArchitectureTrainer):
     """Fits a closed-form model factory member by member (see the module docstring)."""
-
-    def __init__(
-        self,
-        factory: Any,
-        options: Any,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        config: TrainConfig,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        self.factory, self.options = factory, options
-        self.input_shape, self.num_classes = tuple(input_shape), num_classes
-        self.config, self.device = config, torch.device(device)
 
     #: closed-form fits do not share an ensemble: any number of members "fit"
     memory_bound = False
     #: a fit takes no optimizer steps
     takes_steps = False
-
-    def build(self) -> nn.Module:
-        return self.factory.build(self.input_shape, self.num_classes, self.options)
 
     def fit(
         self,
@@ -89,6 +73,3 @@ class ClosedFormTrainer:
     def restore(self, state: dict[str, torch.Tensor]) -> nn.Module:
         """The fitted module of a saved state."""
         return self.factory.from_state(state, self.input_shape, self.num_classes, self.options)
-
-    def num_parameters(self, state: dict[str, torch.Tensor]) -> int:
-        return sum(p.numel() for p in self.restore(state).parameters())

@@ -349,7 +349,7 @@ class _Fit:
 
     def epoch_end(self) -> None:
         """Loss curve, divergence, the held-out score, and the gated full-set stop check."""
-        config, trainer = self.config, self.trainer
+        config = self.config
         running_accuracy = (self.running["correct"] / self.running["seen"]).cpu()
         running_loss = (self.running["loss"] / self.running["seen"]).cpu()
         self.running = _zero_running(len(self.members), self.device)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from genbench.schemas import TrainConfig
+from genbench.training.architecture import ArchitectureTrainer
 from genbench.training.closed_form import ClosedFormTrainer
 from genbench.training.ensemble import EnsembleTrainer, MemberOutcome
 
@@ -38,28 +39,19 @@ class Trainer(Protocol):
 
     def restore(self, state: dict[str, torch.Tensor]) -> nn.Module: ...
 
-    def num_parameters(self, state: dict[str, torch.Tensor]) -> int: ...
+    def build(self) -> nn.Module: ...
 
 
-class GradientTrainer:
+class GradientTrainer(ArchitectureTrainer):
     """An architecture trained by SGD as stacked ensembles (``EnsembleTrainer``)."""
 
     #: members share an ensemble, so their number is bounded by the memory budget
     memory_bound = True
     takes_steps = True
 
-    def __init__(
-        self,
-        factory: Any,
-        options: Any,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        config: TrainConfig,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        self.input_shape, self.num_classes = tuple(input_shape), num_classes
-        self.build: Callable[[], nn.Module] = lambda: factory.build(self.input_shape, num_classes, options)
-        self.ensemble = EnsembleTrainer(config, device, factory.vmappable)
+    def __init__(self, factory: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(factory, *args, **kwargs)
+        self.ensemble = EnsembleTrainer(self.config, self.device, factory.vmappable)
 
     def fit(self, inputs, labels, seeds, train_indices=None, per_member_inputs=False, on_member_done=None, on_step=None):
         return self.ensemble.fit(
@@ -71,9 +63,6 @@ class GradientTrainer:
         model = self.build()
         model.load_state_dict(state)
         return model
-
-    def num_parameters(self, state: dict[str, torch.Tensor]) -> int:
-        return sum(p.numel() for p in self.build().parameters())
 
 
 def trainer_for(
