@@ -19,7 +19,9 @@ from genbench.engine import Engine, resolve_measures, resolve_runs
 from genbench.errors import StoreError
 from genbench.plugins import registry
 from genbench.report.leaderboard import board_frame
-from genbench.scoring import score_measures
+from genbench.scoring.board import score_board
+from genbench.scoring.bootstrap import REPLICATES
+from genbench.scoring.selection import select_runs, slices
 from genbench.schemas import ComponentRef, ExperimentSpec, parse_spec
 from genbench.store import Store
 
@@ -114,21 +116,53 @@ def measure_kinds(names: Iterable[str] | None = None) -> dict[str, str]:
     return {name: measures[name].kind for name in wanted}
 
 
-def leaderboard(store: StoreLike = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    """Every measure in the store scored against the generalization gap (a DataFrame).
+def leaderboard(
+    store: StoreLike = None,
+    run_ids: Iterable[str] | None = None,
+    *,
+    where: Iterable[str] = (),
+    by: str | None = None,
+    bootstrap: int = REPLICATES,
+) -> pd.DataFrame:
+    """Every measure in the store scored against the generalization gap (a DataFrame, one row per
+    measure and options, the columns of ``MeasureScore``).
+
+    ``run_ids`` and ``where`` (conditions such as ``"model=mlp"`` or ``"level<=0.6"``, see
+    ``genbench.scoring.selection.select_runs``) choose the runs; ``by`` ("model", "dataset",
+    "corruption" or "test_labels") scores one board per value, told apart by a first column
+    ``slice`` ("model=mlp", …). ``bootstrap`` replicates give the intervals (0: none). What a
+    reader must know to read a board is in ``frame.attrs["notes"]``: a list of lines, each
+    prefixed by its slice under ``by``.
 
     Scoring reads only the store; the registry is asked only for the kind of a measure whose
     values did not record one (an older store)."""
     target = _store(store)
     runs, values = target.runs(), target.measure_values()
     if run_ids is not None:
-        wanted = set(run_ids)
-        runs = runs[runs["run_id"].isin(wanted)]
-        values = values[values["run_id"].isin(wanted)]
+        runs = runs[runs["run_id"].isin(set(run_ids))]
+    runs = select_runs(runs, where)
+    values = values[values["run_id"].isin(set(runs["run_id"]))]
     recorded = values["kind"].notna()
     unrecorded = set(values.loc[~recorded, "measure"]) - set(values.loc[recorded, "measure"])
     kinds = measure_kinds(sorted(unrecorded)) if unrecorded else None
-    return board_frame(score_measures(runs, values, kinds=kinds))
+    frames, slice_notes = [], []
+    for label, part in slices(runs, by):
+        scores, part_notes = score_board(part, values[values["run_id"].isin(set(part["run_id"]))], kinds=kinds,
+                                         bootstrap=bootstrap)
+        frame = board_frame(scores)
+        if by is not None:
+            frame.insert(0, "slice", label)
+        frames.append(frame)
+        slice_notes.append((label, part_notes))
+    board = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    # a note every slice has is said once; the others name their slice
+    shared = set.intersection(*(set(part) for _, part in slice_notes)) if slice_notes else set()
+    notes = [note for note in slice_notes[0][1] if note in shared] if slice_notes else []
+    notes += [f"{label}: {note}" for label, part in slice_notes for note in part if note not in shared]
+    if not len(runs):
+        notes.append("No runs match: the board is empty.")
+    board.attrs["notes"] = notes
+    return board
 
 
 __all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec"]

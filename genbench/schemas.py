@@ -174,10 +174,20 @@ class RunSpec(BaseModel):
         )
 
 
+#: The fields a sub-grid (``ExperimentSpec.grids``) may set; the others belong to the experiment.
+SUBGRID_FIELDS = ("datasets", "models", "corruptions", "levels", "seeds", "train", "test_labels")
+
+
 class ExperimentSpec(BaseModel):
     """A grid of runs: the cartesian product of datasets × models × corruptions ×
     levels × seeds, all trained with one ``train`` recipe, then ``measures``
-    evaluated on every run (``None`` = every registered measure)."""
+    evaluated on every run (``None`` = every registered measure).
+
+    With ``grids``, the experiment is the union of several such products: each entry is a
+    table of the fields in ``SUBGRID_FIELDS`` that replace the experiment's own (its ``train``
+    table is applied over the experiment's), e.g. the randomization tests of every model
+    beside regularized models at p_c = 0 and 1 only (a fractional design). A run that two
+    sub-grids share is trained once."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "experiment"
@@ -191,6 +201,38 @@ class ExperimentSpec(BaseModel):
     train: TrainConfig = Field(default_factory=lambda: DEFAULT_EXPERIMENT_TRAIN)
     measures: list[ComponentRef] | None = None
     test_labels: Literal["clean", "corrupted"] = "clean"
+    grids: list[dict[str, Any]] | None = None
+
+    @field_validator("grids")
+    @classmethod
+    def _grids_set_grid_fields(cls, grids: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if grids is None:
+            return None
+        if not grids:
+            raise ValueError("grids must list at least one sub-grid (or be left out)")
+        for index, grid in enumerate(grids):
+            unknown = sorted(set(grid) - set(SUBGRID_FIELDS))
+            if unknown:
+                raise ValueError(
+                    f"sub-grid {index}: unknown field {unknown[0]!r} (a sub-grid may set {', '.join(SUBGRID_FIELDS)})"
+                )
+        return grids
+
+    def subgrids(self) -> list["ExperimentSpec"]:
+        """The products whose union is the experiment: itself without ``grids``, else one spec per
+        entry of ``grids`` (the entry's fields over the experiment's, ``train`` merged)."""
+        if self.grids is None:
+            return [self]
+        base = self.model_dump(mode="json", exclude_none=True, exclude={"grids"})
+        specs = []
+        for index, grid in enumerate(self.grids):
+            data = {**base, **grid}
+            if "train" in grid:
+                if not isinstance(grid["train"], dict):
+                    raise SpecError(f"sub-grid {index} of '{self.name}': train must be a table, got {grid['train']!r}")
+                data["train"] = {**base.get("train", {}), **grid["train"]}
+            specs.append(parse_spec(ExperimentSpec, data, source=f"sub-grid {index} of experiment '{self.name}'"))
+        return specs
 
     @field_validator("levels")
     @classmethod
@@ -219,11 +261,14 @@ class ExperimentSpec(BaseModel):
         return parse_spec(TrainConfig, {**self.train.model_dump(), **own}, source=f"train of model '{model.name}'")
 
     def expand(self) -> list[RunSpec]:
-        """The grid, one RunSpec per cell; the corruption seed equals the run seed.
+        """The grid, one RunSpec per cell; the corruption seed equals the run seed (with
+        ``grids``: every sub-grid's runs in turn).
 
         A corruption entry may carry its own ``levels`` (e.g. the label-noise sweep
         beside pixel corruptions at p_c = 1), and a model entry its own ``train``
         table (e.g. Zhang et al.'s lr 0.1 for Inception); the others use the spec's."""
+        if self.grids is not None:
+            return [run for grid in self.subgrids() for run in grid.expand()]
         runs = []
         for dataset, model, corruption, seed in itertools.product(
             self.datasets, self.models, self.corruptions, self.seeds
@@ -379,24 +424,44 @@ class MeasureScore(BaseModel):
     """How well one measure, at one set of options, predicts the generalization gap over a set of
     runs: one row of the leaderboard (see ``genbench.scoring.score_measures``).
 
-    Scores are oriented so that larger is better: a capability score enters negated. Any score
-    may be NaN (undefined, e.g. for a constant measure) and a value ±inf; JSON carries both."""
+    Scores are oriented so that larger is better: a capability score enters negated (the
+    conditional mutual information is symmetric and the sign-error is lower-is-better). Any score
+    may be NaN (undefined, e.g. for a constant measure) and a value ±inf; JSON carries both.
+    Intervals are 95 % percentile-bootstrap intervals over the grid's cells (seeds together)."""
 
     model_config = JSON_CONFIG
     measure: str = Field(description="the row's label: the measure's name, with [k=v,...] when not at its default options")
     kind: Literal["complexity", "capability", "reference"]
     reference: bool = Field(False, description="a reference row (a noisy oracle), not a measure")
     runs: int = Field(description="how many values were scored")
+    runs_total: int = Field(0, description="how many runs the board has (runs < runs_total: partly evaluated)")
+    partial: bool = Field(False, description="the measure has values on fewer of the board's runs than the best-covered measure")
     tau_gap: float = Field(description="Kendall tau-b with the gap over all runs")
+    tau_gap_low: float = Field(float("nan"), description="tau_gap's 95 % bootstrap interval, lower end")
+    tau_gap_high: float = Field(float("nan"), description="tau_gap's 95 % bootstrap interval, upper end")
     psi: float = Field(description="granulated Kendall: the mean of psi_axes' defined values")
+    psi_low: float = Field(float("nan"), description="psi's 95 % bootstrap interval, lower end")
+    psi_high: float = Field(float("nan"), description="psi's 95 % bootstrap interval, upper end")
     psi_axes: dict[str, float] = Field(
         default_factory=dict, description="granulated Kendall's psi per grid axis that varies over the runs"
     )
+    cmi: float = Field(float("nan"), description="PGDL conditional mutual information with the gap, x100, min over conditioning sets")
+    sign_error_mean: float = Field(float("nan"), description="Dziugaite et al.'s sign-error: mean over environments (lower is better)")
+    sign_error_p90: float = Field(float("nan"), description="sign-error: 90th percentile over environments")
+    sign_error_max: float = Field(float("nan"), description="sign-error: max over environments (the robust view)")
+    sign_error_environments: int = Field(0, description="environments that passed the effective-size filter")
     tau_level: float = Field(description="tau-b with the corruption level p_c within each corruption, averaged")
     axiom: Literal["pass", "fail", "n/a"] = Field(
-        description="capability scores: whether the score is ≈ 0 where training labels carry no information"
+        description="capability scores: the corruption axiom, whole (axiom_zero and axiom_monotone both pass)"
     )
-    axiom_value: float | None = Field(None, description="the mean score there (None where the check is n/a)")
+    axiom_value: float | None = Field(None, description="the mean score where training labels carry no information (None where n/a)")
+    axiom_zero: Literal["pass", "fail", "n/a"] = Field(
+        "n/a", description="capability scores: whether the score is ≈ 0 where training labels carry no information"
+    )
+    axiom_monotone: Literal["pass", "fail", "n/a"] = Field(
+        "n/a", description="capability scores: whether the mean score per level does not rise with p_c (within the tolerance)"
+    )
+    axiom_rise: float | None = Field(None, description="the largest rise of the mean score from one level to a higher one")
     value_clean: float = Field(description="mean value at the lowest corruption level")
     value_noise: float = Field(description="mean value at the highest corruption level")
     seconds_per_run: float = Field(description="mean seconds its values took")

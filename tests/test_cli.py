@@ -25,11 +25,15 @@ def trained_store(tmp_path_factory):
 
 def test_run_prints_a_leaderboard_with_the_measures_and_the_oracles(trained_store):
     _, result = trained_store
-    board = json.loads(result.stdout)
+    printed = json.loads(result.stdout)
+    board = printed["rows"]
     names = [row["measure"] for row in board]
     assert "params" in names and "inverse-margin" in names
     assert sum(row["reference"] for row in board) == 2
     assert all(row["runs"] == 2 for row in board)
+    # two runs give every row tau = +1 or -1: the board says it cannot tell anything
+    assert any("too few for τ or Ψ to say anything" in note for note in printed["notes"])
+    assert all(row["tau_gap_low"] is None for row in board)  # and gives no interval
     assert "experiment 'experiment': 2 runs" in result.stderr
 
 
@@ -46,7 +50,7 @@ def test_evaluate_one_measure_on_the_store_then_every_format(trained_store):
     assert result.exit_code == 0, result.output
     assert "computed 2 new measure values" in result.stderr
     header, *rows = result.stdout.strip().splitlines()
-    assert header.startswith("measure,kind,reference,runs,tau_gap")
+    assert header.startswith("measure,kind,reference,runs,runs_total,partial,tau_gap,tau_gap_low,tau_gap_high,psi")
     assert any(row.startswith("path-norm,complexity") for row in rows)
     markdown = CliRunner().invoke(app, ["leaderboard", "--store", str(store), "--format", "markdown"])
     assert markdown.exit_code == 0 and markdown.stdout.startswith("| measure | kind | τ(gap)")

@@ -88,10 +88,11 @@ def test_csv_has_one_psi_column_per_axis_and_json_keeps_them_nested():
     runs, values = hand_grid()
     board = build_leaderboard(runs, values)
     header, *lines = render(board, "csv").splitlines()
-    assert header.startswith("measure,kind,reference,runs,tau_gap,psi,psi_model,psi_level,tau_level,")
+    assert header.startswith("measure,kind,reference,runs,runs_total,partial,tau_gap,tau_gap_low,tau_gap_high,psi,"
+                             "psi_low,psi_high,psi_model,psi_level,cmi,")
     assert header.endswith(",seconds_per_run,name")
-    assert any(line.startswith("rises,complexity,False,6,") for line in lines)
-    records = json.loads(render(board, "json"))
+    assert any(line.startswith("rises,complexity,False,6,6,False,") for line in lines)
+    records = json.loads(render(board, "json"))["rows"]
     rises = next(record for record in records if record["measure"] == "rises")
     assert rises["psi_axes"] == {"model": pytest.approx(1 / 3), "level": pytest.approx(1.0)}
     constant = records[-1]

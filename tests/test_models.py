@@ -302,3 +302,14 @@ def test_batch_norm_inception_trains_through_the_loop_fallback():
 def test_dropout_model_trains_through_the_loop_fallback():
     outcomes = _fit("small-alexnet", vmappable=False, dropout=0.5)
     assert [o.status for o in outcomes] == ["budget", "budget"]
+
+
+def test_mlp_dropout_is_an_option_that_keeps_plain_run_ids():
+    from genbench.models.mlp import MLPOptions, MultilayerPerceptron
+
+    assert "dropout" not in MLPOptions().model_dump(mode="json")  # runs stored before the option keep their ids
+    net = MultilayerPerceptron().build((1, 40), 10, MLPOptions(hidden=[32, 16], dropout=0.25))
+    assert [type(m).__name__ for m in net] == ["Flatten", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert net[3].p == 0.25
+    plain = MultilayerPerceptron().build((1, 40), 10, MLPOptions(hidden=[32, 16]))
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain)

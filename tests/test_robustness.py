@@ -45,7 +45,7 @@ def test_infinite_values_survive_json(diverged_store):
     _, board = diverged_store
     board = board.copy()
     board.loc[0, "value_noise"] = math.inf
-    assert json.loads(render(board, "json"))[0]["value_noise"] == "inf"
+    assert json.loads(render(board, "json"))["rows"][0]["value_noise"] == "inf"
 
 
 class Exploding:

@@ -140,3 +140,41 @@ def test_example_files_resolve(name):
     path = Path(__file__).parent.parent / "examples" / f"{name}.toml"
     runs = resolve_runs(ExperimentSpec.from_toml(path))
     assert runs and len({r.run_id for r in runs}) == len(runs)
+
+
+def test_sub_grids_are_the_union_of_their_products_each_run_once():
+    from genbench.engine import resolve_runs
+
+    spec = ExperimentSpec.model_validate(
+        {
+            "datasets": ["digits"],
+            "seeds": [0, 1],
+            "train": {"lr": 0.05, "max_steps": 300},
+            "grids": [
+                {"models": ["mlp", "cnn"], "corruptions": ["labels"], "levels": [0.0, 0.5, 1.0]},
+                # regularized models at p_c = 0 and 1 only; lr and max_steps come from the experiment
+                {"models": ["mlp"], "levels": [0.0, 1.0], "train": {"weight_decay": 5e-4}},
+                {"models": [{"name": "mlp", "dropout": 0.1}], "levels": [0.0, 1.0], "seeds": [0]},
+                {"models": ["mlp"], "levels": [1.0]},  # already in the first sub-grid: trained once
+            ],
+        }
+    )
+    runs = resolve_runs(spec)
+    assert len(runs) == 2 * 3 * 2 + 2 * 2 + 2 * 1
+    assert len({run.run_id for run in runs}) == len(runs)
+    decayed = [run for run in runs if run.train.weight_decay == 5e-4]
+    assert len(decayed) == 4 and {run.train.lr for run in decayed} == {0.05}
+    assert {run.train.max_steps for run in runs} == {300}
+    dropped = [run for run in runs if run.model.options.get("dropout")]
+    assert [(run.corruption.level, run.seed) for run in dropped] == [(0.0, 0), (1.0, 0)]
+    plain = ExperimentSpec.model_validate({"models": ["mlp"], "levels": [0.0, 1.0], "train": {"lr": 0.05, "max_steps": 300}})
+    assert {r.run_id for r in resolve_runs(plain)} <= {r.run_id for r in runs}
+
+
+def test_a_sub_grid_with_an_unknown_field_is_one_spec_error():
+    with pytest.raises(SpecError, match="sub-grid 0: unknown field 'measures'"):
+        parse_spec(ExperimentSpec, {"grids": [{"measures": ["params"]}]}, source="experiment x")
+    with pytest.raises(SpecError, match="grids"):
+        parse_spec(ExperimentSpec, {"grids": []}, source="experiment x")
+    with pytest.raises(SpecError, match="sub-grid 0 of experiment"):
+        ExperimentSpec.model_validate({"grids": [{"levels": [2.0]}]}).subgrids()

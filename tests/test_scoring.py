@@ -299,9 +299,15 @@ def test_sign_error_hand_case_four_environments():
     # rows (0,3) and (1,2) differ in both axes -> not compared.
     # test_size = 10_000, |dg| >= 0.1: exp(-2 * 1e4 * 0.05^2) = e^-50 ~ 0 -> w = 1 - 0.5 = 0.5,
     # one pair per environment -> effective size 1.
-    # errors [0, 1, 0, 0]: mean 0.25, max 1, p90 = 0 + 0.7 * (1 - 0) = 0.7 (linear, pos 2.7).
-    result = sign_error(_two_axis_frame(), "measure", "gap", ["model", "corruption"], test_size=10_000, min_effective_size=1.0)
-    assert result == pytest.approx({"mean": 0.25, "p90": 0.7, "max": 1.0, "environments": 4})
+    # errors [0, 1, 0, 0]: mean 0.25, max 1. One row per configuration, so both kinds of
+    # environment are these four; the authors list each pair environment in both orders:
+    # [0, 0, 1, 1, 0, 0, 0, 0] sorted has 1 at positions 6 and 7, p90 at position 6.3 -> 1.0;
+    # the axis environments, listed once: p90 = 0 + 0.7 * (1 - 0) = 0.7 (linear, position 2.7).
+    args = dict(measure="measure", gap="gap", axes=["model", "corruption"], test_size=10_000, min_effective_size=1.0)
+    result = sign_error(_two_axis_frame(), **args)
+    assert result == pytest.approx({"mean": 0.25, "p90": 1.0, "max": 1.0, "environments": 4})
+    coarse = sign_error(_two_axis_frame(), environments="axis", **args)
+    assert coarse == pytest.approx({"mean": 0.25, "p90": 0.7, "max": 1.0, "environments": 4})
 
 
 def test_sign_error_default_effective_size_rejects_single_pair_environments():
@@ -311,7 +317,7 @@ def test_sign_error_default_effective_size_rejects_single_pair_environments():
 
 
 def test_sign_error_hand_case_noise_weighting():
-    # One axis, one environment, three rows; test_size n = 100.
+    # One axis, one environment (environments="axis": all pairs along the axis), three rows; n = 100.
     #   pair (0,1): |dg| = 0.1: 1 - 2 e^{-2*100*0.05^2} = 1 - 2 e^-0.5 = -0.213 -> w = 0, wrong sign (error 1)
     #   pair (0,2): |dg| = 0.4: (1 - 2 e^-8)^2 - 0.5   = 0.49866          right sign (error 0)
     #   pair (1,2): |dg| = 0.3: (1 - 2 e^-4.5)^2 - 0.5 = 0.45606          right sign (error 0)
@@ -322,12 +328,12 @@ def test_sign_error_hand_case_noise_weighting():
     w12 = (1 - 2 * math.exp(-4.5)) ** 2 - 0.5
     effective_size = (w02 + w12) ** 2 / (w02**2 + w12**2)
     assert effective_size == pytest.approx(1.996, abs=1e-3)
-    kept = sign_error(frame, "measure", "gap", ["model"], test_size=100, min_effective_size=1.9)
+    kept = sign_error(frame, "measure", "gap", ["model"], test_size=100, min_effective_size=1.9, environments="axis")
     assert kept == pytest.approx({"mean": 0.0, "p90": 0.0, "max": 0.0, "environments": 1})
-    rejected = sign_error(frame, "measure", "gap", ["model"], test_size=100, min_effective_size=2.1)
+    rejected = sign_error(frame, "measure", "gap", ["model"], test_size=100, min_effective_size=2.1, environments="axis")
     assert rejected["environments"] == 0
     # With a huge test set all three pairs weigh 0.5 and the wrong pair counts: error 1/3.
-    noiseless = sign_error(frame, "measure", "gap", ["model"], test_size=10**9, min_effective_size=1.0)
+    noiseless = sign_error(frame, "measure", "gap", ["model"], test_size=10**9, min_effective_size=1.0, environments="axis")
     assert noiseless["mean"] == pytest.approx(1 / 3)
 
 
@@ -515,7 +521,10 @@ def _reference_cmi(frame: pd.DataFrame, axes: list[str]) -> float:
     return 100 * min(scores) if scores else float("nan")
 
 
-def _reference_sign_error(frame: pd.DataFrame, axes: list[str], test_size: int, min_size: float) -> list[float]:
+def _reference_sign_error(frame: pd.DataFrame, axes: list[str], test_size: int, min_size: float,
+                          paired: bool = False) -> list[float]:
+    """Kept environment errors, by brute force over all pairs of rows. ``paired``: one environment
+    per pair of configurations (Dziugaite et al.'s), else one per axis and shared setting."""
     records = frame.to_dict("records")
     environments: dict[tuple, list[tuple[float, float]]] = {}
     for i, a in enumerate(records):
@@ -526,7 +535,8 @@ def _reference_sign_error(frame: pd.DataFrame, axes: list[str], test_size: int, 
             shared = tuple((axis, a[axis]) for axis in axes if axis != differing[0])
             error = (1 - np.sign(a["measure"] - b["measure"]) * np.sign(a["gap"] - b["gap"])) / 2
             hoeffding = max(0.0, 1 - 2 * math.exp(-2 * test_size * (abs(a["gap"] - b["gap"]) / 2) ** 2)) ** 2
-            environments.setdefault((differing[0], shared), []).append((max(0.0, hoeffding - 0.5), error))
+            key = (differing[0], shared, frozenset((a[differing[0]], b[differing[0]])) if paired else None)
+            environments.setdefault(key, []).append((max(0.0, hoeffding - 0.5), error))
     kept = []
     for pairs in environments.values():
         weights = np.array([w for w, _ in pairs])
@@ -548,13 +558,17 @@ def test_cmi_matches_brute_force_reference(frame):
 @given(small_random_frames(), st.sampled_from([50, 400, 10**6]), st.sampled_from([1.0, 1.5, 2.5]))
 def test_sign_error_matches_brute_force_reference(frame, test_size, min_size):
     axes = ["model", "corruption", "width"]
-    ours = sign_error(frame, "measure", "gap", axes, test_size=test_size, min_effective_size=min_size)
-    expected = _reference_sign_error(frame, axes, test_size, min_size)
-    assert ours["environments"] == len(expected)
-    if expected:
-        assert ours["mean"] == pytest.approx(np.mean(expected))
-        assert ours["max"] == pytest.approx(max(expected))
-        assert ours["p90"] == pytest.approx(np.quantile(expected, 0.9))
+    for environments, paired in (("axis", False), ("pairs", True)):
+        ours = sign_error(frame, "measure", "gap", axes, test_size=test_size, min_effective_size=min_size,
+                          environments=environments)
+        expected = _reference_sign_error(frame, axes, test_size, min_size, paired=paired)
+        assert ours["environments"] == len(expected)
+        if expected:
+            assert ours["mean"] == pytest.approx(np.mean(expected))
+            assert ours["max"] == pytest.approx(max(expected))
+            # the authors list each pair environment in both orders
+            listed = np.repeat(expected, 2) if paired else expected
+            assert ours["p90"] == pytest.approx(np.quantile(listed, 0.9))
 
 
 # ---------------------------------------------------------------------------

@@ -138,6 +138,25 @@ def test_augmentation_crops_and_flips_each_image_with_its_members_generator():
     assert any(mirrored) and not all(mirrored)  # without padding only the flip is left, and it is random
 
 
+def test_augmentation_crops_sequences_without_mirroring_them():
+    from genbench.training.augment import augment_batch
+
+    sequences = torch.arange(2 * 3 * 2 * 6, dtype=torch.float32).view(2, 3, 2, 6)
+    generators = lambda: [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]  # noqa: E731
+    out = augment_batch(sequences, 2, generators())
+    assert out.shape == sequences.shape
+    padded = torch.nn.functional.pad(sequences, (2, 2))
+    shifts = set()
+    for m in range(2):
+        for b in range(3):
+            matches = [start for start in range(5) if torch.equal(out[m, b], padded[m, b, :, start : start + 6])]
+            assert matches  # a window of the padded sequence, both channels shifted together, never reversed
+            shifts.add(matches[0])
+    assert len(shifts) > 1  # the shift is drawn per example
+    assert torch.equal(out, augment_batch(sequences, 2, generators()))
+    assert torch.equal(augment_batch(sequences, 0, generators()), sequences)  # no padding: nothing moves
+
+
 def test_training_with_augmentation_keeps_run_ids_of_plain_specs():
     from genbench.schemas import TrainConfig
 

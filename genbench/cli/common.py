@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
+import sqlite3
 from typing import Any, Callable, TypeVar
 
 import typer
-import sqlite3
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 
+from genbench.conditions import Condition, apply_where, parse_value, parse_values, split_values  # noqa: F401
 from genbench.errors import ExitCode, GenbenchError, SpecError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,3 +87,85 @@ def parse_ints(text: str, flag: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise SpecError(f"{flag} expects comma-separated integers, got '{text}'") from None
+
+
+def with_default(text: str, default: str) -> str:
+    """A help string that ends in ``[default: ...]``, escaped so that the rich help keeps the brackets."""
+    return f"{text} {escape(f'[default: {default}]')}"
+
+
+def parse_assignment(text: str, flag: str) -> tuple[str, list[Any]]:
+    """``KEY=V1,V2`` as the key and its values."""
+    key, equals, rest = text.partition("=")
+    if not equals or not key.strip():
+        raise SpecError(f"{flag} expects KEY=V1,V2,..., got '{text}'")
+    return key.strip(), parse_values(rest, f"{flag} {key.strip()}")
+
+
+def json_ready(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, ±inf) as None, so that it prints as strict JSON."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: json_ready(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_ready(value) for value in data]
+    return data
+
+
+def print_json(data: Any) -> None:
+    """``data`` as indented strict JSON on stdout."""
+    stdout.print(json.dumps(json_ready(data), indent=2, default=str), markup=False, highlight=False)
+
+
+def check_choice(value: str, choices: tuple[str, ...], flag: str) -> str:
+    """``value`` when it is one of ``choices``, else one SpecError line."""
+    if value not in choices:
+        raise SpecError(f"{flag} must be one of {', '.join(choices)}; got '{value}'")
+    return value
+
+
+def plain(value: Any) -> Any:
+    """A table cell as plain data: NaN as None."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested tables as (dotted key, value) pairs; lists and empty tables stay whole."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            pairs += flatten(value, f"{prefix}{key}.")
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A pipe table (``|`` in cells escaped)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(headers), "|" + "---|" * len(headers), *(line(row) for row in rows)]) + "\n"
+
+
+def fit_columns(headers: list[str], rows: list[list[str]], ranks: list[float], keep: list[bool], width: int) -> list[int]:
+    """The positions of the columns that fit ``width`` characters in a rich table (box and padding
+    take 3 per column and 1) with no header or cell wrapped: the lowest-ranked columns go first,
+    those marked ``keep`` never; then a dropped column that fits after all comes back."""
+    widths = [max([cell_len(header), *(cell_len(row[i]) for row in rows)]) for i, header in enumerate(headers)]
+
+    def fits(dropped: set[int]) -> bool:
+        chosen = [w for i, w in enumerate(widths) if i not in dropped]
+        return sum(chosen) + 3 * len(chosen) + 1 <= width
+
+    droppable = sorted((i for i in range(len(headers)) if not keep[i]), key=lambda i: ranks[i])
+    dropped: list[int] = []
+    while droppable and not fits(set(dropped)):
+        dropped.append(droppable.pop(0))
+    for column in reversed(dropped):  # a narrower, less important column may fit where a wider one went
+        if fits(set(dropped) - {column}):
+            dropped.remove(column)
+    return [i for i in range(len(headers)) if i not in dropped]

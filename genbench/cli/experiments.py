@@ -2,32 +2,161 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from pydantic import ValidationError
 
 from genbench import api
-from genbench.cli.common import exit_for_failed_values, handle_errors, parse_floats, parse_ints, stderr, stdout
+from genbench.cli.common import (
+    check_choice,
+    exit_for_failed_values,
+    handle_errors,
+    parse_assignment,
+    parse_floats,
+    parse_ints,
+    parse_values,
+    stderr,
+    stdout,
+    with_default,
+)
+from genbench.cli.leaderboard import print_board
 from genbench.cli.progress import RichReporter
 from genbench.engine import Engine, resolve_measures, resolve_runs
 from genbench.errors import SpecError
-from genbench.report.leaderboard import render
-from genbench.schemas import ExperimentSpec, parse_spec
+from genbench.plugins import registry
+from genbench.report.leaderboard import FORMATS
+from genbench.schemas import ComponentRef, ExperimentSpec, TrainConfig, parse_spec
 
-FORMATS = ("table", "markdown", "csv", "json")
+
+#: The TrainConfig fields that ``genbench run`` takes as list-valued flags (``--lr 0.01,0.1``).
+TRAIN_AXES = (
+    "lr", "momentum", "weight_decay", "batch_size", "schedule", "lr_decay", "step_epochs", "stop",
+    "target_accuracy", "loss_threshold", "max_steps", "augment", "early_stopping_patience", "validation_fraction",
+)
 
 SpecArgument = typer.Argument(None, help="experiment TOML file (default: the embedded default grid)")
-StoreOption = typer.Option(None, "--store", envvar="GENBENCH_STORE", help="store folder [default: ./genbench-results]")
-DeviceOption = typer.Option(None, "--device", help="torch device [default: cuda when present, else cpu]")
+StoreOption = typer.Option(
+    None, "--store", envvar="GENBENCH_STORE", help=with_default("store folder", "./genbench-results")
+)
+DeviceOption = typer.Option(None, "--device", help=with_default("torch device", "cuda when present, else cpu"))
 DataDirOption = typer.Option(None, "--data-dir", envvar="GENBENCH_DATA", help="folder with downloaded datasets")
-FormatOption = typer.Option("table", "--format", "-f", help="table | markdown | csv | json")
+FormatOption = typer.Option("table", "--format", "-f", help=" | ".join(FORMATS))
 
 
 def _check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise SpecError(f"--format must be one of {', '.join(FORMATS)}; got '{fmt}'")
-    return fmt
+    return check_choice(fmt, FORMATS, "--format")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One list-valued flag of ``genbench run``: the recipe field or model option it sets
+    (``key``), the flag that set it, and its values (several: an axis of the grid)."""
+
+    key: str
+    flag: str
+    values: tuple[Any, ...]
+
+
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def train_axes(flags: dict[str, str | None]) -> list[Axis]:
+    """The recipe flags given (field → comma-separated text), each value checked against TrainConfig."""
+    return [
+        Axis(key, flag_name(key), tuple(_train_value(key, value) for value in parse_values(text, flag_name(key))))
+        for key, text in flags.items()
+        if text is not None
+    ]
+
+
+def _train_value(key: str, value: Any) -> Any:
+    """``value`` as TrainConfig's field ``key`` holds it, or one SpecError line naming the flag."""
+    try:
+        return getattr(TrainConfig.model_validate({key: value}), key)
+    except ValidationError as exc:
+        reason = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+        raise SpecError(f"invalid {flag_name(key)} value {json.dumps(value)}: {reason}") from None
+
+
+def option_axes(
+    width: str | None = None, depth: str | None = None, dropout: str | None = None, options: list[str] | None = None
+) -> list[Axis]:
+    """The model-option flags given: ``--width``/``--depth`` (the ``hidden`` option, ``[width] * depth``;
+    width 512 and depth 1 when only the other is given), ``--dropout`` and ``--option KEY=V1,V2``."""
+    axes = []
+    if width is not None or depth is not None:
+        widths = parse_ints(width, "--width") if width is not None else [512]
+        depths = parse_ints(depth, "--depth") if depth is not None else [1]
+        if not widths or not depths or min(widths + depths) < 1:
+            raise SpecError("--width and --depth expect comma-separated positive integers")
+        flag = "/".join(f for f, given in (("--width", width), ("--depth", depth)) if given is not None)
+        axes.append(Axis("hidden", flag, tuple([w] * d for w, d in itertools.product(widths, depths))))
+    if dropout is not None:
+        axes.append(Axis("dropout", "--dropout", tuple(parse_floats(dropout, "--dropout"))))
+    for text in options or []:
+        key, values = parse_assignment(text, "--option")
+        axes.append(Axis(key, f"--option {key}", tuple(values)))
+    seen: dict[str, str] = {}
+    for axis in axes:
+        if axis.key in seen:
+            raise SpecError(f"model option '{axis.key}' is set twice: by {seen[axis.key]} and by {axis.flag}")
+        seen[axis.key] = axis.flag
+    return axes
+
+
+def _check_model_options(name: str, axes: list[Axis]) -> None:
+    """One SpecError line when model ``name`` lacks an option that a flag sets."""
+    fields = registry("models").get(name).Options.model_fields
+    for axis in axes:
+        if axis.key not in fields:
+            known = ", ".join(fields) or "none"
+            raise SpecError(f"model '{name}' has no option '{axis.key}' (set by {axis.flag}); its options: {known}")
+
+
+def _combinations(axes: list[Axis]) -> list[dict[str, Any]]:
+    """The cartesian product of the axes' values, one {key: value} per cell ([{}] without axes)."""
+    return [dict(zip((a.key for a in axes), cell)) for cell in itertools.product(*(a.values for a in axes))]
+
+
+def multiply_models(entries: list[Any], options: list[Axis], recipe: list[Axis]) -> list[dict[str, Any]]:
+    """Every model entry once per cell of the option axes × the recipe axes: the cell's options over
+    the entry's, the cell's recipe fields over the entry's own ``train`` table."""
+    models = []
+    for entry in entries:
+        ref = ComponentRef.model_validate(entry).model_dump(mode="json")
+        _check_model_options(ref["name"], options)
+        for option_cell, train_cell in itertools.product(_combinations(options), _combinations(recipe)):
+            merged = {**ref["options"], **option_cell}
+            if train_cell:
+                merged["train"] = {**merged.get("train", {}), **train_cell}
+            models.append({"name": ref["name"], "options": merged})
+    return models
+
+
+def apply_axes(base: dict[str, Any], axes: list[Axis], options: list[Axis]) -> dict[str, Any]:
+    """The spec's data with the flags' values: a recipe flag with one value sets the experiment's
+    ``train`` field; recipe flags with several values and every model-option flag multiply the
+    model entries (the experiment's and each sub-grid's)."""
+    single = {axis.key: axis.values[0] for axis in axes if len(axis.values) == 1}
+    recipe = [axis for axis in axes if len(axis.values) > 1]
+    data = {**base, "train": {**base.get("train", {}), **single}}
+    if not recipe and not options:
+        return data
+    grids = data.get("grids") or []
+    if not grids or any("models" not in grid for grid in grids):  # the experiment's models are used
+        data["models"] = multiply_models(data["models"], options, recipe)
+    if grids:
+        data["grids"] = [
+            {**grid, "models": multiply_models(grid["models"], options, recipe)} if "models" in grid else grid
+            for grid in grids
+        ]
+    return data
 
 
 def build_spec(
@@ -39,8 +168,12 @@ def build_spec(
     seeds: str | None = None,
     measures: list[str] | None = None,
     train: dict[str, Any] | None = None,
+    axes: list[Axis] | None = None,
+    options: list[Axis] | None = None,
 ) -> ExperimentSpec:
-    """The spec file (or the embedded default) with command-line flags overriding it."""
+    """The spec file (or the embedded default) with command-line flags overriding it: ``train``
+    sets recipe fields (None values are ignored), ``axes`` are recipe flags and ``options``
+    model-option flags (see ``apply_axes``)."""
     base = api.load_spec(spec_file).model_dump(mode="json", exclude_none=True)
     if datasets:
         base["datasets"] = datasets
@@ -56,56 +189,95 @@ def build_spec(
         base["measures"] = measures
     if train:
         base["train"] = {**base.get("train", {}), **{k: v for k, v in train.items() if v is not None}}
+    base = apply_axes(base, axes or [], options or [])
     return parse_spec(ExperimentSpec, base, source=f"experiment {spec_file or '(default)'}")
+
+
+def _axis_option(flag: str, help_text: str) -> Any:
+    """A flag of ``genbench run`` that takes comma-separated values."""
+    return typer.Option(None, flag, metavar="V1,V2,...", help=help_text)
+
+
+def _train_evaluate_and_rank(
+    spec: ExperimentSpec, store: Optional[Path], device: Optional[str], data_dir: Optional[Path], fmt: str, evaluate: bool
+) -> None:
+    """Train the spec's runs that the store lacks, evaluate its measures (unless ``evaluate`` is
+    false), print the leaderboard of its runs, and exit non-zero when values failed."""
+    runs = resolve_runs(spec)
+    measures = resolve_measures(spec.measures)
+    target = api.open_store(store)
+    engine = Engine(target, device=device, data_dir=str(data_dir) if data_dir else None, reporter=RichReporter(stderr))
+    stderr.print(f"experiment '{spec.name}': {len(runs)} runs, store {target.root}, device {engine.device}")
+    summary = engine.train(runs)
+    if summary.already_done == summary.requested:
+        stderr.print(f"all {summary.requested} runs are already in the store; nothing to train")
+    elif summary.already_done:
+        stderr.print(f"{summary.already_done} of {summary.requested} runs were already in the store; trained {len(summary.trained)}")
+    failed = [r for r in summary.trained if r.status != "converged"]
+    if failed:
+        stderr.print(f"[yellow]{len(failed)} runs did not reach the stopping criterion ({', '.join(sorted({r.status for r in failed}))})[/]")
+    statuses, stages = [], []
+    if evaluate:
+        summary = engine.evaluate_summary(measures, [r.run_id for r in runs])
+        statuses = [v.status for v in summary.values]
+        stages = [v.details.get("stage") if v.status == "failed" else None for v in summary.values]
+    print_board(api.leaderboard(target, run_ids=[r.run_id for r in runs]), fmt)
+    exit_for_failed_values(statuses, stages)
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     @handle_errors
     def run(
+        ctx: typer.Context,
         spec_file: Optional[Path] = SpecArgument,
         dataset: Optional[list[str]] = typer.Option(None, "--dataset", help="dataset name (repeatable)"),
         model: Optional[list[str]] = typer.Option(None, "--model", help="model name (repeatable)"),
         corruption: Optional[list[str]] = typer.Option(None, "--corruption", help="corruption name (repeatable)"),
         levels: Optional[str] = typer.Option(None, "--levels", help="corruption levels p_c, e.g. 0,0.5,1"),
         seeds: Optional[str] = typer.Option(None, "--seeds", help="seeds, e.g. 0,1"),
-        measure: Optional[list[str]] = typer.Option(None, "--measure", help="measure name (repeatable) [default: all]"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="learning rate"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="minibatch size"),
-        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="step budget per run"),
+        measure: Optional[list[str]] = typer.Option(None, "--measure", help=with_default("measure name (repeatable)", "all")),
+        lr: Optional[str] = _axis_option("--lr", "learning rate, e.g. 0.01,0.1"),
+        momentum: Optional[str] = _axis_option("--momentum", "SGD momentum"),
+        weight_decay: Optional[str] = _axis_option("--weight-decay", "L2 weight decay, e.g. 0,5e-4"),
+        batch_size: Optional[str] = _axis_option("--batch-size", "minibatch size"),
+        schedule: Optional[str] = _axis_option("--schedule", "learning-rate schedule: constant | exponential | step"),
+        lr_decay: Optional[str] = _axis_option("--lr-decay", "learning-rate factor per epoch (exponential) or per step"),
+        step_epochs: Optional[str] = _axis_option("--step-epochs", "epochs between the step schedule's decays"),
+        stop: Optional[str] = _axis_option("--stop", "stopping criterion: accuracy | loss"),
+        target_accuracy: Optional[str] = _axis_option("--target-accuracy", "training accuracy that stops a run"),
+        loss_threshold: Optional[str] = _axis_option("--loss-threshold", "training cross-entropy that stops a run"),
+        max_steps: Optional[str] = _axis_option("--max-steps", "step budget per run"),
+        augment: Optional[str] = _axis_option("--augment", "random crop and flip of images: true | false"),
+        early_stopping_patience: Optional[str] = _axis_option(
+            "--early-stopping-patience", "epochs without a better held-out accuracy before a run stops (null: never)"
+        ),
+        validation_fraction: Optional[str] = _axis_option(
+            "--validation-fraction", "fraction of the training examples held out for early stopping"
+        ),
+        width: Optional[str] = _axis_option("--width", "hidden width of models with a hidden option, e.g. 256,512"),
+        depth: Optional[str] = _axis_option("--depth", "hidden layers of models with a hidden option, e.g. 1,2"),
+        dropout: Optional[str] = _axis_option("--dropout", "dropout of models with a dropout option, e.g. 0,0.1"),
+        option: Optional[list[str]] = typer.Option(
+            None, "--option", metavar="KEY=V1,V2", help="any model option, values as JSON or text (repeatable)"
+        ),
         evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="evaluate the measures after training"),
         store: Optional[Path] = StoreOption,
         device: Optional[str] = DeviceOption,
         data_dir: Optional[Path] = DataDirOption,
         fmt: str = FormatOption,
     ) -> None:
-        """Train the runs of an experiment that the store lacks, evaluate its measures, print the leaderboard."""
+        """Train the runs of an experiment that the store lacks, evaluate its measures, print the leaderboard.
+
+        Recipe and model-option flags take comma-separated values: one value sets the field, several
+        make it an axis (every model entry once per combination of the values)."""
         _check_format(fmt)
         spec = build_spec(
             spec_file, dataset, model, corruption, levels, seeds, measure,
-            {"lr": lr, "batch_size": batch_size, "max_steps": max_steps},
+            axes=train_axes({key: ctx.params[key] for key in TRAIN_AXES}),
+            options=option_axes(width, depth, dropout, option),
         )
-        runs = resolve_runs(spec)
-        measures = resolve_measures(spec.measures)
-        target = api.open_store(store)
-        engine = Engine(target, device=device, data_dir=str(data_dir) if data_dir else None, reporter=RichReporter(stderr))
-        stderr.print(f"experiment '{spec.name}': {len(runs)} runs, store {target.root}, device {engine.device}")
-        summary = engine.train(runs)
-        if summary.already_done == summary.requested:
-            stderr.print(f"all {summary.requested} runs are already in the store; nothing to train")
-        elif summary.already_done:
-            stderr.print(f"{summary.already_done} of {summary.requested} runs were already in the store; trained {len(summary.trained)}")
-        failed = [r for r in summary.trained if r.status != "converged"]
-        if failed:
-            stderr.print(f"[yellow]{len(failed)} runs did not reach the stopping criterion ({', '.join(sorted({r.status for r in failed}))})[/]")
-        statuses, stages = [], []
-        if evaluate:
-            summary = engine.evaluate_summary(measures, [r.run_id for r in runs])
-            statuses = [v.status for v in summary.values]
-            stages = [v.details.get("stage") if v.status == "failed" else None for v in summary.values]
-        board = api.leaderboard(target, run_ids=[r.run_id for r in runs])
-        stdout.print(render(board, fmt), markup=False, highlight=False, end="")
-        exit_for_failed_values(statuses, stages)
+        _train_evaluate_and_rank(spec, store, device, data_dir, fmt, evaluate)
 
     @app.command()
     @handle_errors
@@ -129,15 +301,7 @@ def register(app: typer.Typer) -> None:
         )
         stderr.print(f"computed {len(values)} new measure values")
         run_ids = None if spec_file is None else [r.run_id for r in resolve_runs(api.load_spec(spec_file))]
-        stdout.print(render(api.leaderboard(target, run_ids=run_ids), fmt), markup=False, highlight=False, end="")
+        print_board(api.leaderboard(target, run_ids=run_ids), fmt)
         statuses = list(values["status"]) if len(values) else []
         stages = [d.get("stage") if st == "failed" else None for d, st in zip(values["details"], statuses)] if len(values) else []
         exit_for_failed_values(statuses, stages)
-
-    @app.command()
-    @handle_errors
-    def leaderboard(store: Optional[Path] = StoreOption, fmt: str = FormatOption) -> None:
-        """Print the leaderboard of every measure in the store."""
-        _check_format(fmt)
-        target = api.open_store(store, create=False)
-        stdout.print(render(api.leaderboard(target), fmt), markup=False, highlight=False, end="")

@@ -6,6 +6,9 @@ import typer
 
 from genbench.version import __version__
 from genbench.cli import data, experiments, info
+from genbench.cli import runs
+from genbench.cli import leaderboard
+from genbench.cli import report
 
 app = typer.Typer(
     name="genbench",
@@ -30,8 +33,11 @@ def main_callback(
 
 
 experiments.register(app)
+leaderboard.register(app)
+runs.register(app)
 info.register(app)
 data.register(app)
+report.register(app)
 
 
 def main() -> None:

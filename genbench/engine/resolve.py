@@ -36,13 +36,14 @@ def normalized(kind: str, ref: ComponentRef) -> ComponentRef:
 
 def resolve_runs(spec: ExperimentSpec) -> list[RunSpec]:
     """Expand the grid, checking every name and option and normalizing options."""
-    datasets = {d.name: normalized("datasets", d) for d in spec.datasets}
+    grids = spec.subgrids()
+    datasets = {d.name + repr(d.options): normalized("datasets", d) for grid in grids for d in grid.datasets}
     models = {}
-    for model in spec.models:
+    for model in (model for grid in grids for model in grid.models):
         options = {k: v for k, v in model.options.items() if k != "train"}
         models[model.name + repr(options)] = normalized("models", ComponentRef(name=model.name, options=options))
     corruptions = {}
-    for corruption in spec.corruptions:
+    for corruption in (corruption for grid in grids for corruption in grid.corruptions):
         options = {k: v for k, v in corruption.options.items() if k != "levels"}
         corruptions[corruption.name + repr(options)] = normalized(
             "corruptions", ComponentRef(name=corruption.name, options=options)
@@ -52,7 +53,7 @@ def resolve_runs(spec: ExperimentSpec) -> list[RunSpec]:
         runs.append(
             run.model_copy(
                 update={
-                    "dataset": datasets[run.dataset.name],
+                    "dataset": datasets[run.dataset.name + repr(run.dataset.options)],
                     "model": models[run.model.name + repr(run.model.options)],
                     "corruption": run.corruption.model_copy(
                         update={"options": corruptions[run.corruption.name + repr(run.corruption.options)].options}

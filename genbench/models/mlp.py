@@ -13,6 +13,14 @@ from genbench.schemas import Options
 
 class MLPOptions(Options):
     hidden: list[int] = Field(default_factory=lambda: [512], description="widths of the hidden layers")
+    # Left out of the serialized options at its default, so runs stored before it existed keep their run ids.
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="dropout probability after every hidden layer (0 = no dropout layer)",
+        exclude_if=lambda value: value == 0.0,
+    )
 
     @field_validator("hidden")
     @classmethod
@@ -23,7 +31,7 @@ class MLPOptions(Options):
 
 
 class MultilayerPerceptron:
-    """Flatten → [Linear → ReLU] per hidden width → Linear to the classes."""
+    """Flatten → [Linear → ReLU (→ Dropout)] per hidden width → Linear to the classes."""
 
     name: ClassVar[str] = "mlp"
     description: ClassVar[str] = "multilayer perceptron, ReLU; hidden widths configurable (default 1x512)"
@@ -35,6 +43,8 @@ class MultilayerPerceptron:
         width = math.prod(input_shape)
         for hidden in options.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
+            if options.dropout > 0:
+                layers.append(nn.Dropout(options.dropout))
             width = hidden
         layers.append(nn.Linear(width, num_classes))
         return nn.Sequential(*layers)

@@ -11,8 +11,19 @@ import numpy as np
 import pandas as pd
 
 from genbench.schemas import AXIOM_TOLERANCE, MeasureScore
+from genbench.scoring.bootstrap import (
+    BOOTSTRAP_SEED,
+    REPLICATES,
+    GroupedCellTau,
+    _CellTau,
+    cell_weights,
+    mean_over_groups,
+    percentile_interval,
+)
+from genbench.scoring.granulated import _GranulatedGrid, _axis_codes, _combined_codes
 from genbench.scoring.kendall import _GroupedTau, _float_column, _mean_in_order, _tau_without_nan
-from genbench.scoring.granulated import _GranulatedGrid, _axis_codes
+from genbench.scoring.mutual_information import PairwiseCMI
+from genbench.scoring.sign_error import EnvironmentPairs
 
 
 # ---------------------------------------------------------------------------
@@ -39,8 +50,14 @@ def noisy_oracle(gap: Sequence[float] | np.ndarray, std: float, seed: int | None
 # The leaderboard: every measure of a store scored against the gap
 # ---------------------------------------------------------------------------
 
-#: The grid axes of granulated Kendall, those that vary over the scored runs (not the seed).
+#: The grid axes of the axis-based scores, those that vary over the scored runs (not the seed);
+#: the recipe (``train_config``) enters field by field, one axis ``train.<field>`` per field that varies.
 AXES = ("dataset", "model", "corruption", "level", "train_config", "test_labels")
+#: Dziugaite et al.'s effective-size filter of a sign-error environment.
+SIGN_ERROR_MIN_EFFECTIVE_SIZE = 12.0
+#: Fewer cells (settings of the axes) or runs than this and a board says nothing: it says so.
+MIN_CELLS = 4
+MIN_RUNS = 5
 #: The reference rows: the true gap plus N(0, std^2), drawn with this seed.
 ORACLE_STDS = (0.02, 0.05)
 ORACLE_SEED = 0
@@ -176,33 +193,124 @@ def _variants(values: pd.DataFrame, run_ids: pd.Index, kinds: Mapping[str, str] 
     return result
 
 
-class _Board:
-    """What every row of one board shares: the runs' gap, levels, granulated-Kendall groups,
-    corruption groups and the runs where a capability score must be 0."""
+def grid_axes(runs: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Integer codes of every axis of ``AXES`` in ``runs`` that varies, the recipe split into one
+    axis per field (``train.lr``, ``train.weight_decay``, …): Jiang et al.'s hyperparameters."""
+    axes: dict[str, np.ndarray] = {}
+    for axis in AXES:
+        if axis not in runs.columns:
+            continue
+        if axis == "train_config":
+            recipes = pd.DataFrame([_recipe(text) for text in runs[axis]], index=runs.index)
+            for field in recipes.columns:
+                codes = _axis_codes(recipes[field].map(_hashable))
+                if codes.max(initial=0) > 0:
+                    axes[f"train.{field}"] = codes
+            continue
+        codes = _axis_codes(runs[axis])
+        if codes.max(initial=0) > 0:
+            axes[axis] = codes
+    return axes
 
-    def __init__(self, runs: pd.DataFrame) -> None:
+
+def _recipe(text: object) -> dict:
+    """A run's recipe from its ``train_config`` JSON ({} when missing)."""
+    if isinstance(text, str) and text:
+        import json
+
+        return json.loads(text)
+    return {}
+
+
+def _hashable(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+class _Board:
+    """What every row of one board shares: the runs' gap, levels, grid axes and cells, the groups
+    of granulated Kendall, the environments of the sign-error, the conditioning sets of the
+    mutual information, the bootstrap's draws, and the runs where a capability score must be 0."""
+
+    def __init__(self, runs: pd.DataFrame, replicates: int = REPLICATES) -> None:
         self.run_ids = pd.Index(runs["run_id"].to_numpy(dtype=object))
         self.gap = _float_column(runs, "gap")
         self.level = _float_column(runs, "level")
-        axes = {axis: _axis_codes(runs[axis]) for axis in AXES if axis in runs.columns}
-        self.grid = _GranulatedGrid({axis: codes for axis, codes in axes.items() if codes.max(initial=0) > 0}, self.gap)
+        self.axes = grid_axes(runs)
+        self.grid = _GranulatedGrid(self.axes, self.gap)
+        self.cells, self.cell_count = _combined_codes(list(self.axes.values()), len(runs))
         corruption_codes, corruptions = pd.factorize(runs["corruption"], sort=True)
+        self.corruption_codes, self.corruption_count = corruption_codes, len(corruptions)
         self.by_corruption = _GroupedTau(corruption_codes, len(corruptions), self.level)
         fallback = np.isclose(self.level, 1.0) & runs["corruption"].isin(UNINFORMATIVE_AT_FULL).to_numpy()
         recorded = _object_column(runs, "labels_uninformative")
         self.uninformative = np.where(pd.isna(recorded), fallback, recorded.astype(bool))
+        self.says_little = self.cell_count < MIN_CELLS or len(runs) < MIN_RUNS
+        draws = 0 if self.says_little else replicates
+        weights = cell_weights(self.cell_count, draws, BOOTSTRAP_SEED)
+        self.overall_bootstrap = _CellTau(self.cells, self.gap, weights) if draws else None
+        self.axis_bootstrap = {
+            axis: GroupedCellTau(grouped.groups, grouped.group_count, self.cells, self.gap, self.axes[axis], weights)
+            for axis, grouped in self.grid.by_axis.items()
+        } if draws else {}
+        self.mutual_information = PairwiseCMI(self.axes, self.gap)
+        test_sizes = _float_column(runs, "num_test") if "num_test" in runs.columns else np.array([np.nan])
+        self.test_size = float(np.nanmin(test_sizes)) if not np.isnan(test_sizes).all() else float("nan")
+        self.environments = EnvironmentPairs(self.axes, self.gap, self.test_size, SIGN_ERROR_MIN_EFFECTIVE_SIZE)
+        seeds_per_cell = np.bincount(self.cells, minlength=self.cell_count) if len(runs) else np.zeros(1, dtype=int)
+        self.most_seeds = int(seeds_per_cell.max(initial=0))
+
+    def _intervals(self, oriented: np.ndarray, present: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+        """95 % bootstrap intervals of tau_gap and Psi (NaN without a bootstrap)."""
+        nan = (float("nan"), float("nan"))
+        if self.overall_bootstrap is None:
+            return nan, nan
+        values = np.where(present, oriented, np.nan)
+        tau = percentile_interval(self.overall_bootstrap.replicates(values))
+        per_axis = []
+        for axis, bootstrap in self.axis_bootstrap.items():
+            axis_codes = self.axes[axis][present]
+            if axis_codes.size == 0 or (axis_codes == axis_codes[0]).all():
+                continue
+            per_axis.append(mean_over_groups(bootstrap.replicates(values)))
+        if not per_axis:
+            return tau, nan
+        stacked = np.vstack(per_axis)
+        defined = ~np.isnan(stacked)
+        with np.errstate(invalid="ignore"):
+            psi = np.where(defined.any(axis=0), np.where(defined, stacked, 0.0).sum(axis=0) / np.maximum(defined.sum(axis=0), 1), np.nan)
+        return tau, percentile_interval(psi)
+
+    def _axiom(self, raw: np.ndarray, present: np.ndarray) -> dict:
+        """Both parts of the corruption axiom for a capability score: ≈ 0 where the labels carry
+        no information, and a mean per level that does not rise with p_c (within each kind)."""
+        result = {"axiom": "n/a", "axiom_value": None, "axiom_zero": "n/a", "axiom_monotone": "n/a", "axiom_rise": None}
+        at_one = raw[present & self.uninformative]
+        if at_one.size and not np.isnan(at_one).all():
+            result["axiom_value"] = _nan_mean(at_one)
+            result["axiom_zero"] = "pass" if abs(result["axiom_value"]) <= AXIOM_TOLERANCE else "fail"
+        rises = []
+        for kind in range(self.corruption_count):
+            chosen = present & (self.corruption_codes == kind) & ~np.isnan(raw)
+            if not chosen.any():
+                continue
+            means = pd.Series(raw[chosen]).groupby(self.level[chosen]).mean().sort_index().to_numpy()
+            if means.size >= 2:
+                with np.errstate(invalid="ignore"):  # inf - inf
+                    rises.append(float(np.nanmax(means[1:] - np.minimum.accumulate(means)[:-1])))
+        if rises:
+            result["axiom_rise"] = max(rises)
+            result["axiom_monotone"] = "pass" if result["axiom_rise"] <= AXIOM_TOLERANCE else "fail"
+        parts = (result["axiom_zero"], result["axiom_monotone"])
+        result["axiom"] = "fail" if "fail" in parts else ("pass" if "pass" in parts else "n/a")
+        return result
 
     def score(self, variant: _Variant, reference: bool = False) -> MeasureScore:
         raw, present = variant.value, variant.present
         kind = variant.kind
         oriented = -raw if kind == "capability" else raw
         psi, psi_axes = self.grid.score(oriented, present) if self.grid.axes else (float("nan"), {})
-        axiom, axiom_value = "n/a", None
-        if kind == "capability":
-            at_one = raw[present & self.uninformative]
-            if at_one.size and not np.isnan(at_one).all():
-                axiom_value = _nan_mean(at_one)
-                axiom = "pass" if abs(axiom_value) <= AXIOM_TOLERANCE else "fail"
+        (tau_low, tau_high), (psi_low, psi_high) = self._intervals(oriented, present)
+        signs = self.environments.score(np.where(present, oriented, np.nan))
         levels, values = self.level[present], raw[present]
         return MeasureScore(
             measure=variant.label,
@@ -210,12 +318,21 @@ class _Board:
             kind="reference" if reference else kind,
             reference=reference,
             runs=int((~np.isnan(values)).sum()),
+            runs_total=len(self.run_ids),
             tau_gap=_tau_without_nan(oriented, self.gap),
+            tau_gap_low=tau_low,
+            tau_gap_high=tau_high,
             psi=psi,
+            psi_low=psi_low,
+            psi_high=psi_high,
             psi_axes=psi_axes,
+            cmi=self.mutual_information.score(np.where(present, raw, np.nan)),
+            sign_error_mean=signs["mean"],
+            sign_error_p90=signs["p90"],
+            sign_error_max=signs["max"],
+            sign_error_environments=signs["environments"],
             tau_level=_mean_in_order(self.by_corruption.taus(oriented)),
-            axiom=axiom,
-            axiom_value=axiom_value,
+            **self._axiom(raw, present) if kind == "capability" else {"axiom": "n/a"},
             value_clean=_nan_mean(values[levels == levels.min()]) if levels.size else float("nan"),
             value_noise=_nan_mean(values[levels == levels.max()]) if levels.size else float("nan"),
             seconds_per_run=_nan_mean(variant.seconds),
@@ -226,9 +343,32 @@ class _Board:
         values = noisy_oracle(self.gap, std, ORACLE_SEED)
         return _Variant(f"oracle σ={std}", "oracle", "complexity", values, np.ones(values.size, dtype=bool), np.zeros(1))
 
+    def notes(self, scores: list[MeasureScore]) -> list[str]:
+        """What the board's reader must know to read it: too little to say anything, scores that
+        no run of this grid can give, rows scored on fewer runs than the others."""
+        notes = []
+        if self.says_little:
+            notes.append(
+                f"Only {len(self.run_ids)} runs in {self.cell_count} cells (settings of the grid's axes): too few for "
+                f"τ or Ψ to say anything (at least {MIN_RUNS} runs and {MIN_CELLS} cells), and no intervals."
+            )
+        if self.most_seeds ** 2 < SIGN_ERROR_MIN_EFFECTIVE_SIZE:
+            notes.append(
+                f"Sign-error: no environment can pass the effective-size filter (≥ {SIGN_ERROR_MIN_EFFECTIVE_SIZE:g}, "
+                f"at most seeds² per pair of configurations; this grid has at most {self.most_seeds} seed"
+                f"{'s' if self.most_seeds != 1 else ''} per configuration, 4 are needed)."
+            )
+        partial = [score.measure for score in scores if score.partial]
+        if partial:
+            notes.append(
+                f"Scored on fewer runs than the best-covered measure (runs column, marked *): {', '.join(partial)}."
+            )
+        return notes
+
 
 def score_measures(
-    runs: pd.DataFrame, values: pd.DataFrame, *, kinds: Mapping[str, str] | None = None
+    runs: pd.DataFrame, values: pd.DataFrame, *, kinds: Mapping[str, str] | None = None,
+    bootstrap: int = REPLICATES,
 ) -> list[MeasureScore]:
     """The leaderboard's rows: every measure in ``values`` scored against the gap of ``runs``,
     plus the noisy-oracle reference rows, best ``tau_gap`` first (NaN last; ties keep the
@@ -271,10 +411,21 @@ def score_measures(
     Reference rows (kind "reference"): the gap plus N(0, std^2) noise (:func:`noisy_oracle`,
     std in ``ORACLE_STDS``, seed ``ORACLE_SEED``) over all runs, scored as complexity.
     """
+    return score_board(runs, values, kinds=kinds, bootstrap=bootstrap)[0]
+
+
+def score_board(
+    runs: pd.DataFrame, values: pd.DataFrame, *, kinds: Mapping[str, str] | None = None,
+    bootstrap: int = REPLICATES,
+) -> tuple[list[MeasureScore], list[str]]:
+    """``score_measures``' rows and the board's notes (see ``_Board.notes``)."""
     if runs.empty:
-        return []
-    board = _Board(runs)
+        return [], []
+    board = _Board(runs, bootstrap)
     scores = [board.score(variant) for variant in _variants(values, board.run_ids, kinds)]
+    most = max((score.runs for score in scores), default=0)
+    scores = [score.model_copy(update={"partial": score.runs < most}) for score in scores]
     scores += [board.score(board.oracle(std), reference=True) for std in ORACLE_STDS]
     order = sorted(range(len(scores)), key=lambda i: (math.isnan(scores[i].tau_gap), -scores[i].tau_gap))
-    return [scores[i] for i in order]
+    scores = [scores[i] for i in order]
+    return scores, board.notes(scores)

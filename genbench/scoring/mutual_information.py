@@ -166,3 +166,109 @@ def conditional_mutual_information(frame: pd.DataFrame, measure: str, gap: str, 
     return 100.0 * min(defined) if defined else float("nan")
 
 
+
+
+class PairwiseCMI:
+    """``conditional_mutual_information`` for many measures over one set of runs.
+
+    The cells of a conditioning set (h1, h2) are pairs of its *settings* (s, t), and a cell's
+    2×2 table needs only three counts over its ordered pairs (a in s, b in t, a != b):
+    [mu_a > mu_b], [g_a > g_b] and both; the pair count is |s||t| (minus |s| when s = t).
+    Those counts are summed first over pairs of *grid cells* (the settings of every varying
+    axis; rows sorted by cell, so each sum is one ``reduceat`` of a block of comparisons), then
+    over the settings of each conditioning set (a product with the cells' indicator): no pair
+    is listed, and the gap's counts are computed once for every measure with a value on every
+    run."""
+
+    def __init__(self, codes: dict[str, np.ndarray], gap: np.ndarray) -> None:
+        self.codes = {axis: np.asarray(axis_codes) for axis, axis_codes in codes.items()}
+        self.gap = np.asarray(gap, dtype=float)
+        self._gap_counts: dict[bytes, np.ndarray] = {}
+
+    def _cell_counts(self, greater_than: list[np.ndarray], rows: np.ndarray, cells: np.ndarray) -> list[np.ndarray]:
+        """For each vector v (sorted like ``rows``), the (cells × cells) counts of [v_a > v_b]."""
+        starts = np.flatnonzero(np.r_[True, np.diff(cells) != 0])
+        count = starts.size
+        totals = [np.zeros((count, count), dtype=np.int64) for _ in greater_than]
+        rows_per_block = max(1, _MAX_PAIRS_PER_BLOCK // rows.size)
+        for start in range(0, rows.size, rows_per_block):
+            stop = min(rows.size, start + rows_per_block)
+            block_cells = cells[start:stop]
+            block_starts = np.flatnonzero(np.r_[True, np.diff(block_cells) != 0])
+            for vector, total in zip(greater_than, totals):
+                greater = (vector[start:stop, None] > vector[None, :]).view(np.int8)
+                by_column = np.add.reduceat(greater, starts, axis=1, dtype=np.int32)
+                total[block_cells[block_starts]] += np.add.reduceat(by_column, block_starts, axis=0)
+        return totals
+
+    def score(self, measure: np.ndarray) -> float:
+        measure = np.asarray(measure, dtype=float)
+        present = np.flatnonzero(~(np.isnan(measure) | np.isnan(self.gap)))
+        if present.size < 2:
+            return float("nan")
+        varying = [axis for axis, codes in self.codes.items() if np.unique(codes[present]).size > 1]
+        cell_of = np.zeros(present.size, dtype=np.int64)
+        for axis in varying:
+            axis_codes = self.codes[axis][present]
+            cell_of = cell_of * (int(axis_codes.max()) + 1) + axis_codes
+        cell_of = pd.factorize(cell_of)[0]
+        order = np.argsort(cell_of, kind="stable")
+        rows, cells = present[order], cell_of[order]
+        mu, gap = measure[rows], self.gap[rows]
+        measure_count, both = self._joint_counts(mu, gap, cells)
+        key = rows.tobytes()
+        if key not in self._gap_counts:
+            self._gap_counts = {key: self._cell_counts([gap], rows, cells)[0]}
+        gap_count = self._gap_counts[key].astype(np.float64)
+        measure_count, both = measure_count.astype(np.float64), both.astype(np.float64)
+        sizes = np.bincount(cells).astype(np.float64)
+        first_of_cell = np.flatnonzero(np.r_[True, np.diff(cells) != 0])
+        scores = []
+        for conditioning in _conditioning_sets(varying):
+            setting = np.zeros(first_of_cell.size, dtype=np.int64)
+            for axis in conditioning:
+                axis_codes = self.codes[axis][rows[first_of_cell]]
+                setting = setting * (int(axis_codes.max(initial=0)) + 1) + axis_codes
+            compact = pd.factorize(setting)[0]
+            by_setting = np.argsort(compact, kind="stable")
+            bounds = np.flatnonzero(np.r_[True, np.diff(compact[by_setting]) != 0])
+
+            def pooled(matrix: np.ndarray, by_setting=by_setting, bounds=bounds) -> np.ndarray:
+                """Cell-pair counts summed into setting pairs."""
+                rows_summed = np.add.reduceat(matrix[by_setting], bounds, axis=0)
+                return np.add.reduceat(rows_summed[:, by_setting], bounds, axis=1)
+
+            setting_sizes = np.add.reduceat(sizes[by_setting], bounds)
+            pairs = np.outer(setting_sizes, setting_sizes) - np.diag(setting_sizes)
+            mu_greater, gap_greater, both_greater = pooled(measure_count), pooled(gap_count), pooled(both)
+            tables = np.stack(
+                [pairs - mu_greater - gap_greater + both_greater, gap_greater - both_greater,
+                 mu_greater - both_greater, both_greater], axis=-1,
+            ).reshape(-1, 2, 2)  # [cell, V_mu, V_g]
+            tables = tables[pairs.reshape(-1) > 0]
+            informative = _cells_with_varying_gap(tables)
+            if informative.shape[0] == 0:
+                scores.append(float("nan"))
+                continue
+            mutual_information, gap_entropy = _mutual_information_and_gap_entropy(informative)
+            scores.append(float(np.clip(mutual_information.sum() / gap_entropy.sum(), 0.0, 1.0)))
+        defined = [score for score in scores if not np.isnan(score)]
+        return 100.0 * min(defined) if defined else float("nan")
+
+    def _joint_counts(self, mu: np.ndarray, gap: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cells × cells) counts of [mu_a > mu_b] and of [mu_a > mu_b and g_a > g_b]."""
+        starts = np.flatnonzero(np.r_[True, np.diff(cells) != 0])
+        count = starts.size
+        measure_count = np.zeros((count, count), dtype=np.int64)
+        both = np.zeros((count, count), dtype=np.int64)
+        rows_per_block = max(1, _MAX_PAIRS_PER_BLOCK // mu.size)
+        for start in range(0, mu.size, rows_per_block):
+            stop = min(mu.size, start + rows_per_block)
+            block_cells = cells[start:stop]
+            block_starts = np.flatnonzero(np.r_[True, np.diff(block_cells) != 0])
+            measure_greater = mu[start:stop, None] > mu[None, :]
+            joint = measure_greater & (gap[start:stop, None] > gap[None, :])
+            for greater, total in ((measure_greater, measure_count), (joint, both)):
+                by_column = np.add.reduceat(greater.view(np.int8), starts, axis=1, dtype=np.int32)
+                total[block_cells[block_starts]] += np.add.reduceat(by_column, block_starts, axis=0)
+        return measure_count, both

@@ -1,0 +1,59 @@
+"""``genbench leaderboard``: every measure in the store scored against the gap, with intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from genbench import api
+from genbench.cli.common import handle_errors, stdout
+from genbench.errors import SpecError
+from genbench.report.leaderboard import FORMATS, SORT_KEYS, filter_measures, render, sort_board
+from genbench.scoring.bootstrap import REPLICATES
+from genbench.scoring.selection import SLICE_AXES
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise SpecError(f"--format must be one of {', '.join(FORMATS)}; got '{fmt}'")
+    return fmt
+
+
+def print_board(board, fmt: str, sort: str = "tau", measures: list[str] | None = None) -> None:
+    """The board, its rows chosen and ordered, on stdout in ``fmt``."""
+    if sort not in SORT_KEYS:
+        raise SpecError(f"--sort must be one of {', '.join(SORT_KEYS)}; got '{sort}'")
+    board = sort_board(filter_measures(board, measures), sort)
+    stdout.print(render(board, fmt), markup=False, highlight=False, end="", soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handle_errors
+    def leaderboard(
+        store: Optional[Path] = typer.Option(
+            None, "--store", envvar="GENBENCH_STORE", help="store folder \\[default: ./genbench-results]"
+        ),
+        fmt: str = typer.Option("table", "--format", "-f", help=" | ".join(FORMATS)),
+        sort: str = typer.Option("tau", "--sort", help=f"order of the rows: {' | '.join(SORT_KEYS)}"),
+        measure: Optional[list[str]] = typer.Option(
+            None, "--measure", "-m", help="only measures matching this shell pattern, e.g. 'pacbayes-*' (repeatable)"
+        ),
+        where: Optional[list[str]] = typer.Option(
+            None, "--where", "-w",
+            help="only runs with KEY=VALUE (or !=, <, <=, >, >=), e.g. model=mlp, level<=0.6, train.lr=0.05 (repeatable)",
+        ),
+        by: Optional[str] = typer.Option(None, "--by", help=f"one board per {' | '.join(SLICE_AXES)}"),
+        bootstrap: int = typer.Option(
+            REPLICATES, "--bootstrap", min=0, help="bootstrap replicates of the intervals, 0 for none"
+        ),
+    ) -> None:
+        """Score every measure in the store against the generalization gap and print the board."""
+        check_format(fmt)
+        if sort not in SORT_KEYS:
+            raise SpecError(f"--sort must be one of {', '.join(SORT_KEYS)}; got '{sort}'")
+        target = api.open_store(store, create=False)
+        board = api.leaderboard(target, where=where or (), by=by, bootstrap=bootstrap)
+        print_board(board, fmt, sort, measure)
