@@ -26,7 +26,7 @@ LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1
 #: The rc settings of every report figure.
 RC = MappingProxyType({
     "font.size": 9,
-    "axes.titlesize": 9,
+    "axes.titlesize": 7.5,
     "axes.labelsize": 9,
     "legend.fontsize": 8,
     "xtick.labelsize": 8,
@@ -40,7 +40,7 @@ RC = MappingProxyType({
     "svg.fonttype": "path",
     "figure.dpi": 100,
 })
-PNG_DPI = 150
+PNG_DPI = 110
 
 
 @dataclass(frozen=True)

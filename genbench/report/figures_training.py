@@ -124,10 +124,15 @@ def steps_figure(
     settings = in_order([*own["setting"], *ce["setting"]])
     figure, panels = panel_grid(len(settings), height=PANEL_HEIGHT + 0.3)
     for panel, setting in zip(panels, settings):
+        plotted = False
         for index, name in enumerate(series):
             shift = dodge(index, len(series))
-            _relative_line(panel, own, setting, name, look[name], OWN_LINE, True, shift)
-            _relative_line(panel, ce, setting, name, look[name], CE_LINE, False, shift)
+            plotted |= _relative_line(panel, own, setting, name, look[name], OWN_LINE, True, shift)
+            plotted |= _relative_line(panel, ce, setting, name, look[name], CE_LINE, False, shift)
+        if not plotted:
+            panel.text(0.5, 0.5, "no corrupted run of this setting\nreached either criterion\nwithin its step budget",
+                       transform=panel.transAxes, ha="center", va="center", fontsize=8, color="0.3")
+        panel.set_xlim(-0.05, 1.05)
         panel.axhline(1.0, color="0.45", linewidth=0.8)
         panel.set_title(setting)
         panel.set_xlabel("corruption level p_c")
@@ -157,14 +162,16 @@ def _relative_line(
     linestyle: object,
     filled: bool,
     shift: float,
-) -> None:
+) -> bool:
+    """Draw one line; whether it has a point above p_c = 0 (the baseline alone says nothing)."""
     rows = frame[(frame["setting"] == setting) & (frame["series"] == series) & np.isfinite(frame["relative"])]
     if rows.empty:
-        return
+        return False
     rows = rows.sort_values("level")
     face = look.colour if filled else "white"
     panel.plot(rows["level"] + shift, rows["relative"], color=look.colour, marker=look.marker, linestyle=linestyle,
                markerfacecolor=face, markeredgecolor=look.colour)
+    return bool((rows["level"] > 0).any())
 
 
 # ---------------------------------------------------------------------------

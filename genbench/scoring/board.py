@@ -295,8 +295,11 @@ class _Board:
                 continue
             means = pd.Series(raw[chosen]).groupby(self.level[chosen]).mean().sort_index().to_numpy()
             if means.size >= 2:
-                with np.errstate(invalid="ignore"):  # inf - inf
-                    rises.append(float(np.nanmax(means[1:] - np.minimum.accumulate(means)[:-1])))
+                with np.errstate(invalid="ignore"):  # inf - inf is NaN: that step says nothing
+                    steps = means[1:] - np.minimum.accumulate(means)[:-1]
+                steps = steps[~np.isnan(steps)]
+                if steps.size:
+                    rises.append(float(steps.max()))
         if rises:
             result["axiom_rise"] = max(rises)
             result["axiom_monotone"] = "pass" if result["axiom_rise"] <= AXIOM_TOLERANCE else "fail"
