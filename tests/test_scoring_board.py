@@ -65,9 +65,47 @@ def row(scores, name):
 # ---------------------------------------------------------------------------
 
 
-def _expanded(frame: pd.DataFrame, cells: np.ndarray, weights: np.ndarray) -> pd.DataFrame:
-    """The replicate as data: each run repeated as often as its cell was drawn."""
-    return frame.iloc[np.repeat(np.arange(len(frame)), weights[cells].astype(int))]
+def _replicate_pairs(frame: pd.DataFrame, cells: np.ndarray, weights: np.ndarray) -> list[tuple[int, int]]:
+    """The replicate as pairs of rows of ``frame``: every pair of runs of the drawn cells (a cell
+    drawn w times is w draws), except the pairs between two draws of one cell."""
+    items = [(run, draw) for run in range(len(frame)) for draw in range(int(weights[cells[run]]))]
+    return [
+        (a, b)
+        for index, (a, draw_a) in enumerate(items)
+        for (b, draw_b) in items[index + 1 :]
+        if cells[a] != cells[b] or draw_a == draw_b
+    ]
+
+
+def _tau_b_over(pairs, x, y) -> float:
+    """Kendall tau-b over a list of pairs: sum of sign products / sqrt(untied in x · untied in y)."""
+    pairs = [(a, b) for a, b in pairs if not (np.isnan(x[a]) or np.isnan(x[b]) or np.isnan(y[a]) or np.isnan(y[b]))]
+    concordance = sum(np.sign(x[a] - x[b]) * np.sign(y[a] - y[b]) for a, b in pairs)
+    untied_x = sum(x[a] != x[b] for a, b in pairs)
+    untied_y = sum(y[a] != y[b] for a, b in pairs)
+    return concordance / math.sqrt(untied_x * untied_y) if untied_x and untied_y else math.nan
+
+
+def _psi_axes_over(frame, pairs, axes) -> dict[str, float]:
+    """Granulated Kendall's psi per axis over a list of pairs: per group of rows sharing the other
+    axes, tau-b over the group's pairs when the group's axis takes two values among rows with a
+    measure, averaged over the defined groups."""
+    x, y = frame["mu"].to_numpy(), frame["gap"].to_numpy()
+    result = {}
+    for axis in axes:
+        others = [other for other in axes if other != axis]
+        keys = [tuple(row) for row in frame[others].to_numpy()] if others else [()] * len(frame)
+        taus = []
+        for key in dict.fromkeys(keys):
+            inside = [(a, b) for a, b in pairs if keys[a] == key and keys[b] == key]
+            present = {r for pair in inside for r in pair if not np.isnan(x[r])}
+            if len({frame[axis].iloc[r] for r in present}) < 2:
+                continue
+            tau = _tau_b_over(inside, x, y)
+            if not math.isnan(tau):
+                taus.append(tau)
+        result[axis] = float(np.mean(taus)) if taus else math.nan
+    return result
 
 
 @st.composite
@@ -103,15 +141,36 @@ def test_every_bootstrap_replicate_is_the_score_of_its_resampled_runs(frame, see
     finally:
         if large_path:
             bootstrap_module._LARGE_GROUP = saved
+    x, y = frame["mu"].to_numpy(), frame["gap"].to_numpy()
     for b in range(weights.shape[0]):
-        data = _expanded(frame, cells, weights[b])
-        kept = data.dropna(subset=["mu"])
-        expected = kendalltau(kept["mu"], kept["gap"]).statistic if len(kept) >= 2 else math.nan
+        pairs = _replicate_pairs(frame, cells, weights[b])
+        expected = _tau_b_over(pairs, x, y)
         assert (math.isnan(expected) and math.isnan(overall[b])) or overall[b] == pytest.approx(expected, abs=1e-5)
-        _, expected_axes = granulated_kendall(data, "mu", "gap", [axis for axis in ("model", "level") if axis in grid.by_axis])
+        expected_axes = _psi_axes_over(frame, pairs, list(grid.by_axis))
         for axis, replicates in per_axis.items():
-            want = expected_axes.get(axis, math.nan)
+            want = expected_axes[axis]
             assert (math.isnan(want) and math.isnan(replicates[b])) or replicates[b] == pytest.approx(want, abs=1e-5)
+
+
+def test_a_replicate_that_draws_every_cell_once_is_the_point_estimate():
+    frame = pd.DataFrame([(m, l, s) for m in range(3) for l in range(4) for s in range(3)], columns=["model", "level", "seed"])
+    rng = np.random.default_rng(5)
+    frame["gap"], frame["mu"] = rng.normal(size=len(frame)), rng.normal(size=len(frame))
+    cells = (frame["model"] * 4 + frame["level"]).to_numpy()
+    once = np.ones((1, 12), dtype=np.float32)
+    assert _CellTau(cells, frame["gap"].to_numpy(), once).replicates(frame["mu"].to_numpy())[0] == pytest.approx(
+        kendalltau(frame["mu"], frame["gap"]).statistic, abs=1e-6)
+
+
+def test_replicates_are_centred_on_the_estimate_when_seeds_are_many():
+    # Eight seeds a cell: were the pairs between two draws of one cell kept, the seed-to-seed
+    # pairs would weigh twice as much as in the data and pull every replicate down.
+    runs, values = grid(models=3, levels=6, seeds=8, noise=0.05, seed=0)
+    noisy = row(score_board(runs, values, bootstrap=1000)[0], "noisy")
+    assert noisy.tau_gap_low < noisy.tau_gap < noisy.tau_gap_high
+    assert noisy.psi_low < noisy.psi < noisy.psi_high
+    middle = (noisy.tau_gap_low + noisy.tau_gap_high) / 2
+    assert abs(middle - noisy.tau_gap) < 0.25 * (noisy.tau_gap_high - noisy.tau_gap_low)
 
 
 def test_cell_weights_resample_every_cell_count_with_a_fixed_seed():
@@ -254,6 +313,32 @@ def test_the_axiom_has_two_parts_zero_at_full_noise_and_no_rise_with_it():
 # ---------------------------------------------------------------------------
 # Partial evaluation, slices, notes, axes
 # ---------------------------------------------------------------------------
+
+
+def test_the_no_rise_part_compares_levels_within_a_model_not_across_a_changing_mix():
+    # score = scale · (2 − p_c) with scales 0.5 (m0) and 0.05 (m1): it falls in each model. m1 has no
+    # value at p_c = 1, so the pooled means per level would be 0.55 (p_c 0), 0.4125 (0.5) and 0.5
+    # (p_c 1, m0 alone): a rise of 0.0875 > 0.05 made by the mix. Per model the steps are m0
+    # 1 → 0.75 → 0.5 and m1 0.1 → 0.075: the largest is m1's −0.025.
+    runs, _ = grid(models=2, levels=3, seeds=1, noise=0.0)  # levels 0, 0.5, 1
+    scale = np.where(runs["model"] == "m0", 0.5, 0.05)
+    score = scale * (2.0 - runs["level"].to_numpy())
+    score[((runs["model"] == "m1") & (runs["level"] == 1.0)).to_numpy()] = np.nan
+    scores, _ = score_board(runs, value_rows("cap", runs["run_id"], score, kind="capability"), bootstrap=0)
+    cap = row(scores, "cap")
+    assert cap.axiom_monotone == "pass" and cap.axiom_rise == pytest.approx(-0.025)
+
+
+def test_recipe_fields_at_their_defaults_are_axes_values_too():
+    from genbench.schemas import TrainConfig
+
+    runs, _ = grid(models=1, levels=2, seeds=1, noise=0.0)
+    runs = pd.concat([runs, runs.assign(run_id=runs["run_id"] + "b")], ignore_index=True)
+    # the stored JSON leaves augment out at its default, False
+    runs["train_config"] = [TrainConfig(augment=flag).model_dump_json() for flag in (False, False, True, True)]
+    assert "augment" not in runs["train_config"].iloc[0]
+    assert list(grid_axes(runs)["train.augment"]) == [0, 0, 1, 1]
+    assert list(select_runs(runs, ["train.augment=false"])["run_id"]) == ["r0", "r1"]
 
 
 def test_a_partly_evaluated_measure_is_marked_and_scored_on_its_own_runs():

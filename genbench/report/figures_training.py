@@ -31,10 +31,18 @@ def panel_grid(count: int, height: float = PANEL_HEIGHT) -> tuple[Figure, list[A
     return figure, axes[:count]
 
 
+#: About how many legend characters (font size 8) one inch of figure holds.
+LEGEND_CHARACTERS_PER_INCH = 13
+
+
 def figure_legend(figure: Figure, handles: Sequence[Line2D], columns: int = 4) -> None:
-    """One legend for the whole figure, below the panels, at most ``columns`` entries a row."""
+    """One legend for the whole figure, below the panels, at most ``columns`` entries a row, and no
+    more than fit the figure's width (long labels take fewer a row, so the legend grows down, not
+    out past the panels)."""
     if handles:
-        figure.legend(handles=list(handles), loc="outside lower center", ncols=min(columns, len(handles)))
+        longest = max(len(str(entry.get_label())) for entry in handles)
+        fitting = max(1, int(figure.get_figwidth() * LEGEND_CHARACTERS_PER_INCH // (longest + 4)))
+        figure.legend(handles=list(handles), loc="outside lower center", ncols=min(columns, len(handles), fitting))
 
 
 def legend_columns(panels: int) -> int:

@@ -23,6 +23,7 @@ from genbench.scoring.bootstrap import (
 from genbench.scoring.granulated import _GranulatedGrid, _axis_codes, _combined_codes
 from genbench.scoring.kendall import _GroupedTau, _float_column, _mean_in_order, _tau_without_nan
 from genbench.scoring.mutual_information import PairwiseCMI
+from genbench.scoring.selection import recipes
 from genbench.scoring.sign_error import EnvironmentPairs
 
 
@@ -201,29 +202,15 @@ def grid_axes(runs: pd.DataFrame) -> dict[str, np.ndarray]:
         if axis not in runs.columns:
             continue
         if axis == "train_config":
-            recipes = pd.DataFrame([_recipe(text) for text in runs[axis]], index=runs.index)
-            for field in recipes.columns:
-                codes = _axis_codes(recipes[field].map(_hashable))
+            for field, values in recipes(runs).items():
+                codes = _axis_codes(values)
                 if codes.max(initial=0) > 0:
-                    axes[f"train.{field}"] = codes
+                    axes[field] = codes
             continue
         codes = _axis_codes(runs[axis])
         if codes.max(initial=0) > 0:
             axes[axis] = codes
     return axes
-
-
-def _recipe(text: object) -> dict:
-    """A run's recipe from its ``train_config`` JSON ({} when missing)."""
-    if isinstance(text, str) and text:
-        import json
-
-        return json.loads(text)
-    return {}
-
-
-def _hashable(value: object) -> object:
-    return tuple(value) if isinstance(value, list) else value
 
 
 class _Board:
@@ -244,6 +231,11 @@ class _Board:
         fallback = np.isclose(self.level, 1.0) & runs["corruption"].isin(UNINFORMATIVE_AT_FULL).to_numpy()
         recorded = _object_column(runs, "labels_uninformative")
         self.uninformative = np.where(pd.isna(recorded), fallback, recorded.astype(bool))
+        # the axiom's second part compares levels within runs that agree on every other axis
+        self.level_groups, _ = _combined_codes(
+            [self.corruption_codes.astype(np.int64)] + [codes for axis, codes in self.axes.items() if axis != "level"],
+            len(runs),
+        )
         self.says_little = self.cell_count < MIN_CELLS or len(runs) < MIN_RUNS
         draws = 0 if self.says_little else replicates
         weights = cell_weights(self.cell_count, draws, BOOTSTRAP_SEED)
@@ -282,17 +274,19 @@ class _Board:
 
     def _axiom(self, raw: np.ndarray, present: np.ndarray) -> dict:
         """Both parts of the corruption axiom for a capability score: ≈ 0 where the labels carry
-        no information, and a mean per level that does not rise with p_c (within each kind)."""
+        no information, and a mean per level that does not rise with p_c — within each group of
+        runs that agree on every other axis (the corruption kind, the model, the recipe, …), so
+        that a level's mean never mixes other runs than its neighbours'; the largest rise over
+        the groups is reported."""
         result = {"axiom": "n/a", "axiom_value": None, "axiom_zero": "n/a", "axiom_monotone": "n/a", "axiom_rise": None}
         at_one = raw[present & self.uninformative]
         if at_one.size and not np.isnan(at_one).all():
             result["axiom_value"] = _nan_mean(at_one)
             result["axiom_zero"] = "pass" if abs(result["axiom_value"]) <= AXIOM_TOLERANCE else "fail"
         rises = []
-        for kind in range(self.corruption_count):
-            chosen = present & (self.corruption_codes == kind) & ~np.isnan(raw)
-            if not chosen.any():
-                continue
+        usable = present & ~np.isnan(raw)
+        for group in np.unique(self.level_groups[usable]):
+            chosen = usable & (self.level_groups == group)
             means = pd.Series(raw[chosen]).groupby(self.level[chosen]).mean().sort_index().to_numpy()
             if means.size >= 2:
                 with np.errstate(invalid="ignore"):  # inf - inf is NaN: that step says nothing
@@ -353,13 +347,17 @@ class _Board:
         if self.says_little:
             notes.append(
                 f"Only {len(self.run_ids)} runs in {self.cell_count} cells (settings of the grid's axes): too few for "
-                f"τ or Ψ to say anything (at least {MIN_RUNS} runs and {MIN_CELLS} cells), and no intervals."
+                f"τ or Ψ to say anything (at least {MIN_RUNS} runs and {MIN_CELLS} cells; two runs give every row "
+                "τ = ±1), so the board has no intervals."
             )
-        if self.most_seeds ** 2 < SIGN_ERROR_MIN_EFFECTIVE_SIZE:
+        if math.isnan(self.test_size):
+            notes.append("Sign-error: the runs do not record their test-set size, which its noise filter needs.")
+        elif self.most_seeds ** 2 < SIGN_ERROR_MIN_EFFECTIVE_SIZE:
             notes.append(
-                f"Sign-error: no environment can pass the effective-size filter (≥ {SIGN_ERROR_MIN_EFFECTIVE_SIZE:g}, "
-                f"at most seeds² per pair of configurations; this grid has at most {self.most_seeds} seed"
-                f"{'s' if self.most_seeds != 1 else ''} per configuration, 4 are needed)."
+                f"Sign-error: no environment can pass the effective-size filter (≥ {SIGN_ERROR_MIN_EFFECTIVE_SIZE:g}; "
+                "an environment pairs the seeds of two configurations, so it needs their seed counts' product to "
+                f"reach it, e.g. 4 and 3; this grid has at most {self.most_seeds} seed"
+                f"{'s' if self.most_seeds != 1 else ''} per configuration)."
             )
         partial = [score.measure for score in scores if score.partial]
         if partial:

@@ -2,22 +2,29 @@
 
 A *cell* is a setting of every grid axis: the runs in it differ only by seed. One bootstrap
 replicate draws as many cells as the board has, uniformly with replacement (the seeds of a
-cell travel together), and scores the measure on the runs of the drawn cells, each run counted
-as often as its cell was drawn (Efron 1979; the cluster bootstrap of Davison & Hinkley 1997,
-§3.8). The interval is the 2.5 and 97.5 percentiles of the replicates.
+cell travel together), and scores the measure on the pairs of runs of the drawn cells (Efron
+1979; the cluster bootstrap of Davison & Hinkley 1997, §3.8). The interval is the 2.5 and
+97.5 percentiles of the defined replicates (at least half must be defined).
+
+A pair statistic needs one care under a cluster bootstrap: a cell drawn w_c times holds w_c²
+copies of each pair of its seeds, while two different cells drawn once each share one pair —
+on average the seed-to-seed pairs would weigh twice what they weigh in the data, and pull
+every replicate towards their (weak) concordance. So a replicate leaves out the pairs between
+two draws of one cell (as it leaves out a run paired with its own copy): each draw of a cell
+brings its own seed pairs once.
 
 No replicate is built as data. With w_c the number of times cell c was drawn, Kendall's
-tau-b of the replicate's multiset of runs is
+tau-b of a replicate is
 
-    tau_b = S / sqrt(U_x * U_y),   S = 1/2 w' M w,
+    tau_b = S / sqrt(U_x * U_y),   S = 1/2 (w' M w − Σ_c (w_c² − w_c) M[c, c]),
 
-where M[c, d] = sum over runs i in c, j in d, i != j of sign(x_i - x_j) * sign(y_i - y_j)
-(copies of one run are tied in both, so they add nothing to S), and U_x, the pairs of the
-multiset untied in x, is C(N, 2) minus the sum over distinct values v of x of C(W_v, 2), with
-N the replicate's number of runs and W_v its number of runs whose x is v. So every replicate
-is one quadratic form, and a thousand of them are one matrix product per measure. The
-quadratic forms are taken in float32: a replicate's tau may differ from the float64 one in
-the seventh digit, which no percentile notices.
+where M[c, d] = sum over runs i in c, j in d, i != j of sign(x_i - x_j) * sign(y_i - y_j),
+and U_x, the replicate's pairs untied in x, is C(N, 2) minus the sum over distinct values v of
+x of C(W_v, 2) (N the replicate's number of runs, W_v those whose x is v), less the same
+correction with the within-cell counts of pairs whose x differ. So every replicate is one
+quadratic form, and a thousand of them are one matrix product per measure. The quadratic forms
+are taken in float32: a replicate's tau may differ from the float64 one in the seventh digit,
+which no percentile notices.
 """
 
 from __future__ import annotations
@@ -76,6 +83,16 @@ def _pairs_untied(run_weights: np.ndarray, values: np.ndarray) -> np.ndarray:
     return total * (total - 1.0) / 2.0 - tied
 
 
+def _untied_within_cells(values: np.ndarray, cells: np.ndarray, count: int) -> np.ndarray:
+    """Per cell, the ordered pairs of its runs (i != j) whose ``values`` differ: n_c² − Σ_v n_{c,v}²."""
+    sizes = np.bincount(cells, minlength=count).astype(np.float64)
+    _, value_codes = np.unique(values, return_inverse=True)
+    spread = int(value_codes.max()) + 1
+    keys, joint_sizes = np.unique(cells.astype(np.int64) * spread + value_codes, return_counts=True)
+    tied = np.bincount(keys // spread, weights=joint_sizes.astype(np.float64) ** 2, minlength=count)
+    return sizes**2 - tied
+
+
 class _CellTau:
     """Bootstrap replicates of tau-b between any ``x`` and a fixed ``y`` over one set of runs,
     resampling their cells (see the module docstring); optionally the replicate must draw two
@@ -109,10 +126,13 @@ class _CellTau:
             block_starts = np.flatnonzero(np.r_[True, np.diff(block_cells) != 0])
             concordance[block_cells[block_starts]] += np.add.reduceat(by_column, block_starts, axis=0)
         cell_weights_used = self.weights[:, used]
+        repeats = cell_weights_used.astype(np.float64) * (cell_weights_used - 1.0)  # w_c² − w_c
         numerator = 0.5 * np.einsum("bc,bc->b", cell_weights_used @ concordance.astype(np.float32), cell_weights_used,
                                     dtype=np.float64)
+        numerator -= 0.5 * repeats @ np.diag(concordance)
         run_weights = cell_weights_used[:, local]
-        untied_x, untied_y = _pairs_untied(run_weights, x), _pairs_untied(run_weights, y)
+        untied_x = _pairs_untied(run_weights, x) - 0.5 * repeats @ _untied_within_cells(x, local, used.size)
+        untied_y = _pairs_untied(run_weights, y) - 0.5 * repeats @ _untied_within_cells(y, local, used.size)
         defined = (untied_x > 0) & (untied_y > 0)
         if self.distinct is not None:
             codes, code_index = np.unique(self.distinct[present], return_inverse=True)
@@ -154,10 +174,14 @@ class _GroupBlock:
         return np.matmul(left, self.onehot)
 
     def quadratic(self, weights: np.ndarray, matrices: np.ndarray) -> np.ndarray:
-        """(B, G): 1/2 w_g' M_g w_g with each group's cell weights w_g."""
+        """(B, G): 1/2 (w_g' M_g w_g − Σ_k (w_k² − w_k) M_g[k, k]) with each group's cell weights w_g:
+        the pairs of the replicate, without those between two draws of one cell."""
         group_weights = np.where(self.cell_ids >= 0, weights[:, np.maximum(self.cell_ids, 0)], 0.0)  # (B, G, k)
         per_group = group_weights.transpose(1, 0, 2)  # (G, B, k)
-        return 0.5 * np.einsum("gbk,gbk->bg", np.matmul(per_group, matrices), per_group, dtype=np.float64)
+        full = np.einsum("gbk,gbk->bg", np.matmul(per_group, matrices), per_group, dtype=np.float64)
+        repeats = group_weights.astype(np.float64) * (group_weights - 1.0)
+        within = np.einsum("bgk,gk->bg", repeats, np.diagonal(matrices, axis1=1, axis2=2).astype(np.float64))
+        return 0.5 * (full - within)
 
 
 class GroupedCellTau:

@@ -210,8 +210,7 @@ class PairwiseCMI:
         cell_of = np.zeros(present.size, dtype=np.int64)
         for axis in varying:
             axis_codes = self.codes[axis][present]
-            cell_of = cell_of * (int(axis_codes.max()) + 1) + axis_codes
-        cell_of = pd.factorize(cell_of)[0]
+            cell_of = pd.factorize(cell_of * (int(axis_codes.max()) + 1) + axis_codes)[0].astype(np.int64)
         order = np.argsort(cell_of, kind="stable")
         rows, cells = present[order], cell_of[order]
         mu, gap = measure[rows], self.gap[rows]

@@ -10,19 +10,37 @@ import pandas as pd
 
 from genbench.conditions import Condition, apply_where
 from genbench.errors import SpecError
+from genbench.schemas import TrainConfig
 
 #: The run columns a board may be conditioned on (``--by``): one board per value.
 SLICE_AXES = ("model", "dataset", "corruption", "test_labels")
 
 
-def _with_recipe_fields(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with one column ``train.<field>`` per field of the recipes (``train_config``)."""
+def _recipe(text: object) -> dict:
+    """Every field of one run's recipe, defaults included: the stored JSON leaves out fields at
+    their defaults that were added later (``augment``, early stopping), so it is read as a
+    ``TrainConfig``; a recipe that is not one (another version's) is read as plain JSON."""
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        config = TrainConfig.model_validate_json(text)
+    except ValueError:
+        return json.loads(text)
+    return {name: getattr(config, name) for name in TrainConfig.model_fields}  # model_dump leaves defaults out
+
+
+def recipes(runs: pd.DataFrame) -> pd.DataFrame:
+    """One column ``train.<field>`` per recipe field of ``runs`` (``train_config``), values hashable."""
     if "train_config" not in runs.columns or runs.empty:
-        return runs
-    recipes = pd.DataFrame(
-        [json.loads(text) if isinstance(text, str) and text else {} for text in runs["train_config"]], index=runs.index
-    ).add_prefix("train.")
-    return pd.concat([runs, recipes], axis=1)
+        return pd.DataFrame(index=runs.index)
+    frame = pd.DataFrame([_recipe(text) for text in runs["train_config"]], index=runs.index)
+    hashable = frame.apply(lambda column: column.map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v))
+    return hashable.add_prefix("train.")
+
+
+def _with_recipe_fields(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with one column ``train.<field>`` per field of the recipes."""
+    return pd.concat([runs, recipes(runs)], axis=1)
 
 
 def select_runs(runs: pd.DataFrame, where: Iterable[str] = ()) -> pd.DataFrame:
@@ -34,8 +52,9 @@ def select_runs(runs: pd.DataFrame, where: Iterable[str] = ()) -> pd.DataFrame:
     conditions = [Condition.parse(text) for text in where]
     if not conditions:
         return runs
-    chosen = apply_where(_with_recipe_fields(runs), conditions)
-    return runs.loc[chosen.index]
+    positions = pd.RangeIndex(len(runs))
+    chosen = apply_where(_with_recipe_fields(runs.set_axis(positions)), conditions)
+    return runs.iloc[chosen.index.to_numpy()]
 
 
 def slices(runs: pd.DataFrame, by: str | None) -> list[tuple[str, pd.DataFrame]]:
@@ -45,4 +64,4 @@ def slices(runs: pd.DataFrame, by: str | None) -> list[tuple[str, pd.DataFrame]]
         return [("", runs)]
     if by not in SLICE_AXES:
         raise SpecError(f"--by must be one of {', '.join(SLICE_AXES)}; got '{by}'")
-    return [(f"{by}={value}", part) for value, part in runs.groupby(by, sort=True)]
+    return [(f"{by}={value}", part) for value, part in runs.groupby(by, sort=True, dropna=False)]

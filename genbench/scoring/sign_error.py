@@ -24,7 +24,8 @@ def _noise_filtered_weight(gap_difference: np.ndarray, test_size: float) -> np.n
     the observed direction; pairs with w <= 1/2 get no weight: (w - 1/2)_+.
     """
     half_difference = np.abs(gap_difference) / 2.0
-    hoeffding = np.maximum(0.0, 1.0 - 2.0 * np.exp(-2.0 * test_size * half_difference**2)) ** 2
+    with np.errstate(invalid="ignore"):  # an infinite gap difference: NaN, weight 0 below
+        hoeffding = np.maximum(0.0, 1.0 - 2.0 * np.exp(-2.0 * test_size * half_difference**2)) ** 2
     return np.nan_to_num(np.maximum(0.0, hoeffding - 0.5), nan=0.0)
 
 
