@@ -26,6 +26,12 @@ class GenbenchError(Exception):
     exit_code: ExitCode = ExitCode.FAILURE
 
 
+class UsageError(GenbenchError):
+    """A command asked for something it needs confirmed or told differently (exit code 2)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class SpecError(GenbenchError):
     """An experiment or run specification is invalid."""
 

@@ -90,7 +90,10 @@ def _selected(names: Iterable[str]) -> set[str] | None:
     wanted = {part.strip() for part in raw.split(",") if part.strip()}
     unknown = sorted(wanted - set(names))
     if unknown:
-        _warn(f"GENBENCH_LOAD_PLUGINS names no installed plugin: {', '.join(unknown)}")
+        message = f"GENBENCH_LOAD_PLUGINS names no installed plugin: {', '.join(unknown)}"
+        if _strict():
+            raise PluginError(message + " (GENBENCH_STRICT_PLUGINS=1 makes that an error)")
+        _warn(message)
     return wanted
 
 

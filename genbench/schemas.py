@@ -8,7 +8,7 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -62,6 +62,10 @@ class ComponentRef(BaseModel):
 
 
 
+#: A seed: an integer in [0, 2^63), what numpy's and torch's generators take.
+Seed = Annotated[int, Field(ge=0, lt=2**63, description="an integer in [0, 2^63)")]
+
+
 def _check_level(value: float) -> float:
     if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0) or math.isnan(value):
         raise ValueError(f"corruption level p_c must be in [0, 1], got {value}")
@@ -74,7 +78,7 @@ class CorruptionSpec(BaseModel):
     model_config = JSON_CONFIG
     name: str = "labels"
     level: float = 0.0
-    seed: int = 0
+    seed: Seed = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("level")
@@ -150,7 +154,7 @@ class RunSpec(BaseModel):
     model: ComponentRef
     corruption: CorruptionSpec
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seed: int = 0
+    seed: Seed = 0
     test_labels: Literal["clean", "corrupted"] = "clean"
 
     def canonical(self) -> str:
@@ -197,7 +201,7 @@ class ExperimentSpec(BaseModel):
     )
     corruptions: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="labels")], min_length=1)
     levels: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1], min_length=1)
     train: TrainConfig = Field(default_factory=lambda: DEFAULT_EXPERIMENT_TRAIN)
     measures: list[ComponentRef] | None = None
     test_labels: Literal["clean", "corrupted"] = "clean"
@@ -217,6 +221,17 @@ class ExperimentSpec(BaseModel):
                     f"sub-grid {index}: unknown field {unknown[0]!r} (a sub-grid may set {', '.join(SUBGRID_FIELDS)})"
                 )
         return grids
+
+    def size(self) -> tuple[int, int]:
+        """(runs, training groups) the grid spans, counted without expanding it: an upper bound
+        on the runs (sub-grids that share runs count them twice) and the groups of the
+        product's datasets × models × corruptions."""
+        runs = groups = 0
+        for grid in self.subgrids():
+            levels = sum(len(grid.corruption_levels(corruption)) for corruption in grid.corruptions)
+            runs += len(grid.datasets) * len(grid.models) * levels * len(grid.seeds)
+            groups += len(grid.datasets) * len(grid.models) * len(grid.corruptions)
+        return runs, groups
 
     def subgrids(self) -> list["ExperimentSpec"]:
         """The products whose union is the experiment: itself without ``grids``, else one spec per

@@ -136,3 +136,37 @@ def test_list_and_plugins_show_the_builtins():
     plugins = CliRunner().invoke(app, ["plugins", "--json"])
     builtin = next(p for p in json.loads(plugins.stdout) if p["name"] == "genbench")
     assert builtin["status"] == "loaded" and "rademacher" in builtin["registered"]["measures"]
+
+
+@pytest.mark.parametrize("seeds", ["100000000000000000000000", "-1"])
+def test_a_seed_outside_0_to_2_63_is_one_line_and_touches_no_store(tmp_path, seeds):
+    store = tmp_path / "store"
+    result = CliRunner().invoke(app, ["run", "--seeds", seeds, "--no-evaluate", "--store", str(store)])
+    assert result.exit_code == ExitCode.INVALID_SPEC, result.output
+    assert "seeds.0" in result.stderr and "Traceback" not in result.output
+    assert not store.exists()
+
+
+def test_a_grid_over_ten_thousand_runs_is_refused_fast_without_yes(tmp_path):
+    levels = ", ".join(str(i / 200_000) for i in range(200_001))
+    spec = tmp_path / "huge.toml"
+    spec.write_text(f"models = ['mlp']\nseeds = [0]\nlevels = [{levels}]\n")
+    store = tmp_path / "store"
+    result = CliRunner().invoke(app, ["run", str(spec), "--store", str(store)])
+    assert result.exit_code == ExitCode.USAGE
+    assert "spans 200,001 runs in 1 training groups" in result.stderr and "--yes" in result.stderr
+    assert not store.exists()
+
+
+def test_the_grid_size_is_counted_without_expanding_it():
+    from genbench.schemas import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate({
+        "seeds": [0, 1],
+        "grids": [
+            {"models": ["mlp", "cnn"], "corruptions": [{"name": "labels", "levels": [0.0, 1.0]}, "gaussian"], "levels": [1.0]},
+            {"models": ["mlp"], "levels": [0.0, 0.5]},
+        ],
+    })
+    assert spec.size() == (1 * 2 * 3 * 2 + 1 * 1 * 2 * 2, 2 * 2 + 1)
+    assert spec.size()[0] == len(spec.expand())

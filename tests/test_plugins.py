@@ -294,6 +294,16 @@ def test_load_plugins_selects_by_name(two_plugins, monkeypatch):
     assert record_of(plugins, "b").status == "skipped"
 
 
+def test_load_plugins_naming_a_missing_plugin_warns_and_is_an_error_when_strict(two_plugins, monkeypatch, capsys):
+    monkeypatch.setenv("GENBENCH_LOAD_PLUGINS", "a,nowhere")
+    plugins = load_plugins(entry_points=two_plugins)
+    assert record_of(plugins, "a").status == "loaded"
+    assert "names no installed plugin: nowhere" in capsys.readouterr().err
+    monkeypatch.setenv("GENBENCH_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="names no installed plugin: nowhere"):
+        load_plugins(entry_points=two_plugins)
+
+
 # -- Registry ----------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from genbench.cli.common import (
 from genbench.cli.leaderboard import print_board
 from genbench.cli.progress import RichReporter
 from genbench.engine import Engine, resolve_measures, resolve_runs
-from genbench.errors import SpecError
+from genbench.errors import SpecError, UsageError
 from genbench.plugins import registry
 from genbench.report.leaderboard import FORMATS
 from genbench.schemas import ComponentRef, ExperimentSpec, TrainConfig, parse_spec
@@ -198,11 +198,22 @@ def _axis_option(flag: str, help_text: str) -> Any:
     return typer.Option(None, flag, metavar="V1,V2,...", help=help_text)
 
 
+#: A grid of more runs than this is trained only with ``--yes``.
+LARGE_GRID = 10_000
+
+
 def _train_evaluate_and_rank(
-    spec: ExperimentSpec, store: Optional[Path], device: Optional[str], data_dir: Optional[Path], fmt: str, evaluate: bool
+    spec: ExperimentSpec, store: Optional[Path], device: Optional[str], data_dir: Optional[Path], fmt: str, evaluate: bool,
+    yes: bool = False,
 ) -> None:
     """Train the spec's runs that the store lacks, evaluate its measures (unless ``evaluate`` is
     false), print the leaderboard of its runs, and exit non-zero when values failed."""
+    count, groups = spec.size()
+    if count > LARGE_GRID and not yes:
+        raise UsageError(
+            f"experiment '{spec.name}' spans {count:,} runs in {groups:,} training groups (more than {LARGE_GRID:,}); "
+            "pass --yes to train them"
+        )
     runs = resolve_runs(spec)
     measures = resolve_measures(spec.measures)
     target = api.open_store(store)
@@ -262,6 +273,7 @@ def register(app: typer.Typer) -> None:
             None, "--option", metavar="KEY=V1,V2", help="any model option, values as JSON or text (repeatable)"
         ),
         evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="evaluate the measures after training"),
+        yes: bool = typer.Option(False, "--yes", help=f"train a grid of more than {LARGE_GRID:,} runs"),
         store: Optional[Path] = StoreOption,
         device: Optional[str] = DeviceOption,
         data_dir: Optional[Path] = DataDirOption,
@@ -277,7 +289,7 @@ def register(app: typer.Typer) -> None:
             axes=train_axes({key: ctx.params[key] for key in TRAIN_AXES}),
             options=option_axes(width, depth, dropout, option),
         )
-        _train_evaluate_and_rank(spec, store, device, data_dir, fmt, evaluate)
+        _train_evaluate_and_rank(spec, store, device, data_dir, fmt, evaluate, yes)
 
     @app.command()
     @handle_errors
