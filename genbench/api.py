@@ -161,6 +161,12 @@ def leaderboard(
     notes += [f"{label}: {note}" for label, part in slice_notes for note in part if note not in shared]
     if not len(runs):
         notes.append("No runs match: the board is empty.")
+    unsound = len(runs) - len(target.checkpoints_present(runs["run_id"]))
+    if unsound:
+        notes.append(
+            f"{unsound} of the board's runs have missing or empty checkpoints: `genbench store check` lists them, "
+            "`--repair` removes them so that the next `genbench run` trains them again."
+        )
     board.attrs["notes"] = notes
     return board
 

@@ -15,10 +15,14 @@ results are JSON, weights are safetensors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -63,10 +67,28 @@ CREATE TABLE IF NOT EXISTS measure_values (
 #: Columns added to measure_values after the first release: (name, SQL type). Older stores gain
 #: them empty; an empty status reads as "ok" without an error and "failed" with one.
 ADDED_VALUE_COLUMNS = (("details_json", "TEXT"), ("status", "TEXT"), ("kind", "TEXT"), ("default_options", "INTEGER"))
+#: Columns added to runs after the first release: the sha256 of each checkpoint ({"init": …, "final": …}).
+ADDED_RUN_COLUMNS = (("checksums_json", "TEXT"),)
+#: The checkpoints every run has.
+CHECKPOINTS = ("init", "final")
 #: A stored value that need not be computed again.
 #: (A row from before statuses were recorded is done when it has a value and no error: SQLite
 #: stores NaN as NULL, and a NaN is now a failed value.)
 DONE = "(status IN ('ok', 'skipped') OR (status IS NULL AND error IS NULL AND value IS NOT NULL))"
+
+
+@dataclass
+class StoreCheck:
+    """What ``Store.check`` found."""
+
+    runs: int
+    damaged: dict[str, list[str]] = field(default_factory=dict)
+    orphans: list[Path] = field(default_factory=list)
+    half_written: list[Path] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.damaged or self.orphans or self.half_written)
 
 
 def default_root() -> Path:
@@ -106,12 +128,13 @@ class Store:
 
     def _add_missing_columns(self) -> None:
         """Stores written before a column of ``ADDED_VALUE_COLUMNS`` existed gain it (empty), keeping their values."""
-        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(measure_values)")}
-        missing = [(name, kind) for name, kind in ADDED_VALUE_COLUMNS if name not in columns]
-        if missing:
-            with self._connection:
-                for name, kind in missing:
-                    self._connection.execute(f"ALTER TABLE measure_values ADD COLUMN {name} {kind}")
+        for table, added in (("measure_values", ADDED_VALUE_COLUMNS), ("runs", ADDED_RUN_COLUMNS)):
+            columns = {row[1] for row in self._connection.execute(f"PRAGMA table_info({table})")}
+            missing = [(name, kind) for name, kind in added if name not in columns]
+            if missing:
+                with self._connection:
+                    for name, kind in missing:
+                        self._connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self._connection.close()
@@ -147,27 +170,102 @@ class Store:
         initial_state: dict[str, torch.Tensor],
         final_state: dict[str, torch.Tensor],
     ) -> None:
-        """Write both checkpoints (atomically), then commit the run's row."""
+        """Write both checkpoints (atomically), then commit the run's row with their sha256."""
         run_id = spec.run_id
         if result.run_id != run_id:
             raise StoreError(f"result for run {result.run_id} saved under spec {run_id}")
-        self._write_checkpoint(self.checkpoint_path(run_id, "init"), initial_state)
-        self._write_checkpoint(self.checkpoint_path(run_id, "final"), final_state)
+        checksums = {
+            which: self._write_checkpoint(self.checkpoint_path(run_id, which), state)
+            for which, state in (("init", initial_state), ("final", final_state))
+        }
         with self._connection:
             self._connection.execute(
-                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
-                (run_id, spec.canonical(), result.model_dump_json(), time.time()),
+                "INSERT OR REPLACE INTO runs (run_id, spec_json, result_json, created_at, checksums_json) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run_id, spec.canonical(), result.model_dump_json(), time.time(), json.dumps(checksums, sort_keys=True)),
             )
 
     @staticmethod
-    def _write_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> None:
+    def _write_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> str:
+        """Write ``state`` to ``path`` through a temporary file of a name no other process uses,
+        then rename it into place; return the file's sha256."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
+        temporary = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
         save_file(tensors, str(temporary))
         with open(temporary, "rb") as handle:
+            digest = hashlib.sha256(handle.read()).hexdigest()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+        return digest
+
+    # ---------------------------------------------------------------- integrity
+    def checksums(self, run_id: str) -> dict[str, str]:
+        """The recorded sha256 of each checkpoint of ``run_id`` ({} for a run stored before they were)."""
+        row = self._connection.execute("SELECT checksums_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def checkpoints_present(self, run_ids: Iterable[str]) -> set[str]:
+        """The runs among ``run_ids`` whose checkpoint files all exist and are not empty (cheap: no reading)."""
+        present = set()
+        for run_id in run_ids:
+            paths = [self.checkpoint_path(run_id, which) for which in CHECKPOINTS]
+            if all(path.is_file() and path.stat().st_size > 0 for path in paths):
+                present.add(run_id)
+        return present
+
+    def check_run(self, run_id: str) -> list[str]:
+        """What is wrong with a stored run's checkpoints: missing, not readable as safetensors, a
+        sha256 other than the recorded one, or an initial and a final state of different tensors."""
+        problems, shapes = [], {}
+        recorded = self.checksums(run_id)
+        for which in CHECKPOINTS:
+            path = self.checkpoint_path(run_id, which)
+            if not path.is_file():
+                problems.append(f"{which} checkpoint missing")
+                continue
+            data = path.read_bytes()
+            if which in recorded and hashlib.sha256(data).hexdigest() != recorded[which]:
+                problems.append(f"{which} checkpoint's sha256 differs from the recorded one")
+                continue
+            try:
+                state = load_file(str(path))
+            except (SafetensorError, OSError, ValueError) as exc:
+                problems.append(f"{which} checkpoint unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+                continue
+            shapes[which] = {name: tuple(tensor.shape) for name, tensor in state.items()}
+        if len(shapes) == 2 and shapes["init"] != shapes["final"]:
+            problems.append("initial and final checkpoints hold different tensors")
+        return problems
+
+    def check(self) -> "StoreCheck":
+        """Every run checked against its files, and the files no run owns."""
+        ids = self.run_ids()
+        damaged = {run_id: problems for run_id in ids if (problems := self.check_run(run_id))}
+        folder = self.root / "checkpoints"
+        owned = set(ids)
+        orphans = sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in owned) if folder.is_dir() else []
+        partial = sorted(folder.glob("*/*.tmp")) if folder.is_dir() else []
+        return StoreCheck(runs=len(ids), damaged=damaged, orphans=orphans, half_written=partial)
+
+    def remove_runs(self, run_ids: Iterable[str]) -> None:
+        """Delete runs: their rows, their measure values and their checkpoint folders."""
+        ids = list(run_ids)
+        with self._connection:
+            for run_id in ids:
+                self._connection.execute("DELETE FROM measure_values WHERE run_id = ?", (run_id,))
+                self._connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        for run_id in ids:
+            shutil.rmtree(self.root / "checkpoints" / run_id, ignore_errors=True)
+
+    def repair(self, check: "StoreCheck") -> None:
+        """Remove what ``check`` found: the damaged runs (so that the next ``run`` trains them
+        again), the orphan folders and the half-written files."""
+        self.remove_runs(check.damaged)
+        for folder in check.orphans:
+            shutil.rmtree(folder, ignore_errors=True)
+        for path in check.half_written:
+            path.unlink(missing_ok=True)
 
     def load_checkpoint(self, run_id: str, which: str) -> dict[str, torch.Tensor]:
         path = self.checkpoint_path(run_id, which)

@@ -8,6 +8,7 @@ from genbench.version import __version__
 from genbench.cli import data, experiments, info
 from genbench.cli import runs
 from genbench.cli import leaderboard
+from genbench.cli import store_check
 from genbench.cli import report
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ leaderboard.register(app)
 runs.register(app)
 info.register(app)
 data.register(app)
+store_check.register(app)
 report.register(app)
 
 

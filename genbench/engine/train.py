@@ -97,7 +97,9 @@ class TrainStage:
         self.memory_budget = memory_budget
 
     def train(self, runs: list[RunSpec], executor: str = "local") -> TrainSummary:
-        done = self.store.finished_ids(r.run_id for r in runs)
+        stored = self.store.finished_ids(r.run_id for r in runs)
+        # a stored run whose checkpoint files are gone or empty is trained again, not skipped
+        done = self.store.checkpoints_present(stored)
         missing = [r for r in runs if r.run_id not in done]
         summary = TrainSummary(requested=len(runs), already_done=len(runs) - len(missing))
         if not missing:

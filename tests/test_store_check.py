@@ -1,0 +1,86 @@
+"""Damaged stores are found and repaired: checkpoints with their sha256, `genbench store check
+[--repair]`, `run` retraining a run whose checkpoint is gone, the leaderboard's warning."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+import genbench
+from genbench.cli.main import app
+from genbench.errors import ExitCode
+
+SPEC = {
+    "datasets": [{"name": "digits", "subset": 120}],
+    "models": [{"name": "mlp", "hidden": [16]}],
+    "levels": [0.0, 0.5, 1.0],
+    "seeds": [0],
+    "measures": ["params"],
+    "train": {"lr": 0.1, "schedule": "constant", "max_steps": 40},
+}
+
+
+@pytest.fixture
+def trained(tmp_path, one_thread):
+    store = tmp_path / "store"
+    genbench.run(SPEC, store=store)
+    return store
+
+
+def test_each_checkpoint_is_stored_with_its_sha256(trained):
+    import hashlib
+
+    target = genbench.open_store(trained, create=False)
+    run_id = target.run_ids()[0]
+    recorded = target.checksums(run_id)
+    assert set(recorded) == {"init", "final"}
+    assert recorded["final"] == hashlib.sha256(target.checkpoint_path(run_id, "final").read_bytes()).hexdigest()
+    assert target.check().clean
+
+
+def test_check_finds_missing_truncated_and_orphan_files_and_repair_lets_run_retrain_exactly_those(trained):
+    target = genbench.open_store(trained, create=False)
+    first, second, third = target.run_ids()
+    before = target.load_checkpoint(first, "final")
+    target.checkpoint_path(first, "final").unlink()  # missing
+    path = target.checkpoint_path(second, "init")
+    path.write_bytes(path.read_bytes()[:50])  # truncated
+    (trained / "checkpoints" / "deadbeef00000000").mkdir()  # no run owns it
+    (trained / "checkpoints" / third / "final.123.abc.tmp").write_bytes(b"x")  # half-written
+
+    board = genbench.leaderboard(trained)
+    assert any("1 of the board's runs have missing or empty checkpoints" in note for note in board.attrs["notes"])
+
+    checked = CliRunner().invoke(app, ["store", "check", "--store", str(trained)])
+    assert checked.exit_code == ExitCode.STORE_ERROR
+    assert f"damaged run {first}: final checkpoint missing" in checked.stdout
+    assert f"damaged run {second}: init checkpoint" in checked.stdout
+    assert "orphan checkpoint folder" in checked.stdout and "half-written file" in checked.stdout
+    assert "2 damaged runs, 1 orphan folders, 1 half-written files" in checked.stderr
+    assert set(target.run_ids()) == {first, second, third}  # checking changes nothing
+
+    repaired = CliRunner().invoke(app, ["store", "check", "--repair", "--store", str(trained)])
+    assert repaired.exit_code == 0, repaired.output
+    assert target.run_ids() == [third]
+    spec = trained.parent / "spec.toml"
+    spec.write_text(
+        'datasets = [{ name = "digits", subset = 120 }]\nmodels = [{ name = "mlp", hidden = [16] }]\n'
+        'levels = [0.0, 0.5, 1.0]\nseeds = [0]\nmeasures = ["params"]\n'
+        '[train]\nlr = 0.1\nschedule = "constant"\nmax_steps = 40\n'
+    )
+    again = CliRunner().invoke(app, ["run", str(spec), "--store", str(trained), "--format", "json"])
+    assert again.exit_code == 0, again.output
+    assert "1 of 3 runs were already in the store; trained 2" in again.stderr
+    assert set(target.run_ids()) == {first, second, third}
+    after = target.load_checkpoint(first, "final")
+    assert all((after[name] == before[name]).all() for name in before)  # the same run, bit for bit
+    assert CliRunner().invoke(app, ["store", "check", "--store", str(trained)]).exit_code == 0
+
+
+def test_run_retrains_a_run_whose_checkpoint_vanished(trained):
+    target = genbench.open_store(trained, create=False)
+    run_id = target.run_ids()[1]
+    target.checkpoint_path(run_id, "final").unlink()
+    summary = genbench.api.Engine(target).train(genbench.api.resolve_runs(genbench.api.load_spec(SPEC)))
+    assert [r.run_id for r in summary.trained] == [run_id] and summary.already_done == 2
+    assert target.check().clean
