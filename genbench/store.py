@@ -117,13 +117,11 @@ class Store:
             raise StoreError(f"cannot create store at {self.root}: {exc}") from None
 
     def _check_schema_version(self) -> None:
+        # OR IGNORE: two processes may create the store at once; the second keeps the first's row
+        with self._connection:
+            self._connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         row = self._connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            with self._connection:
-                self._connection.execute(
-                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                )
-        elif int(row[0]) != SCHEMA_VERSION:
+        if int(row[0]) != SCHEMA_VERSION:
             raise StoreError(f"store {self.root} has schema version {row[0]}; this genbench reads {SCHEMA_VERSION}")
 
     def _add_missing_columns(self) -> None:
@@ -131,10 +129,13 @@ class Store:
         for table, added in (("measure_values", ADDED_VALUE_COLUMNS), ("runs", ADDED_RUN_COLUMNS)):
             columns = {row[1] for row in self._connection.execute(f"PRAGMA table_info({table})")}
             missing = [(name, kind) for name, kind in added if name not in columns]
-            if missing:
-                with self._connection:
-                    for name, kind in missing:
+            for name, kind in missing:
+                try:
+                    with self._connection:
                         self._connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:  # another process opening the store added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def close(self) -> None:
         self._connection.close()

@@ -84,3 +84,29 @@ def test_run_retrains_a_run_whose_checkpoint_vanished(trained):
     summary = genbench.api.Engine(target).train(genbench.api.resolve_runs(genbench.api.load_spec(SPEC)))
     assert [r.run_id for r in summary.trained] == [run_id] and summary.already_done == 2
     assert target.check().clean
+
+
+def test_two_runs_of_one_grid_at_once_both_finish_and_store_each_run_once(tmp_path):
+    import subprocess
+    import sys
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'datasets = [{ name = "digits", subset = 120 }]\nmodels = [{ name = "mlp", hidden = [16] }]\n'
+        'levels = [0.0, 0.5, 1.0]\nseeds = [0, 1]\nmeasures = ["params", "param-norm"]\n'
+        '[train]\nlr = 0.1\nschedule = "constant"\nmax_steps = 40\n'
+    )
+    store = tmp_path / "store"
+    command = [sys.executable, "-c", "from genbench.cli.main import main; main()", "run", str(spec), "--store", str(store), "--format", "csv"]
+    environment = {"OMP_NUM_THREADS": "1", "PATH": "", "GENBENCH_LOAD_PLUGINS": ""}
+    import os
+
+    environment = {**os.environ, **environment}
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment) for _ in range(2)]
+    outcomes = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [err.decode()[-500:] for _, err in outcomes]
+    target = genbench.open_store(store, create=False)
+    assert len(target.run_ids()) == 6 and len(set(target.run_ids())) == 6
+    values = target.measure_values()
+    assert len(values) == 12 and not values.duplicated(["run_id", "measure", "version", "options_hash"]).any()
+    assert target.check().clean
