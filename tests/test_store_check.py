@@ -110,3 +110,26 @@ def test_two_runs_of_one_grid_at_once_both_finish_and_store_each_run_once(tmp_pa
     values = target.measure_values()
     assert len(values) == 12 and not values.duplicated(["run_id", "measure", "version", "options_hash"]).any()
     assert target.check().clean
+
+
+def test_dry_run_counts_the_work_and_prices_it_from_the_store_without_touching_it(trained):
+    target = genbench.open_store(trained, create=False)
+    removed = target.run_ids()[0]
+    target.remove_runs([removed])
+    spec = trained.parent / "spec.toml"
+    spec.write_text(
+        'datasets = [{ name = "digits", subset = 120 }]\nmodels = [{ name = "mlp", hidden = [16] }]\n'
+        'levels = [0.0, 0.5, 1.0]\nseeds = [0]\nmeasures = ["params", "param-norm"]\n'
+        '[train]\nlr = 0.1\nschedule = "constant"\nmax_steps = 40\n'
+    )
+    result = CliRunner().invoke(app, ["run", str(spec), "--store", str(trained), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "3 runs (2 already in the store), 1 to train in 1 training groups" in result.stdout
+    # params is missing on the removed run only; param-norm was never computed: 1 + 3 values
+    assert "measure values to compute: 4" in result.stdout
+    assert "not counted, no recorded cost: 1 measures (param-norm)" in result.stdout
+    assert "estimated training: unknown" not in result.stdout
+    assert len(target.run_ids()) == 2 and len(target.measure_values()) == 2  # nothing trained or computed
+    fresh = trained.parent / "fresh"
+    empty = CliRunner().invoke(app, ["run", str(spec), "--store", str(fresh), "--dry-run"])
+    assert empty.exit_code == 0 and "estimated training: unknown" in empty.stdout and not fresh.exists()

@@ -27,7 +27,8 @@ from genbench.cli.common import (
 from genbench.cli.leaderboard import print_board
 from genbench.cli.progress import RichReporter
 from genbench.engine import Engine, resolve_measures, resolve_runs
-from genbench.errors import SpecError, UsageError
+from genbench.engine.plan import plan_run
+from genbench.errors import SpecError, StoreError, UsageError
 from genbench.plugins import registry
 from genbench.report.leaderboard import FORMATS
 from genbench.schemas import ComponentRef, ExperimentSpec, TrainConfig, parse_spec
@@ -198,13 +199,40 @@ def _axis_option(flag: str, help_text: str) -> Any:
     return typer.Option(None, flag, metavar="V1,V2,...", help=help_text)
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown (the store has recorded no cost for it)"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _print_plan(spec: ExperimentSpec, runs, measures, store: Optional[Path], evaluate: bool) -> None:
+    """What ``run`` would do, on stdout; the store is only read (and not created)."""
+    try:
+        target = api.open_store(store, create=False)
+    except StoreError:
+        target = None
+    plan = plan_run(target, runs, measures, evaluate)
+    lines = [
+        f"experiment '{spec.name}': {plan.runs} runs ({plan.stored} already in the store), "
+        f"{plan.to_train} to train in {plan.groups} training groups",
+        f"measure values to compute: {plan.values}" + ("" if evaluate else " (--no-evaluate)"),
+        f"estimated training: {_duration(plan.train_seconds)}",
+        f"estimated evaluation: {_duration(plan.evaluate_seconds)}"
+        + (f"; not counted, no recorded cost: {len(plan.unpriced)} measures ({', '.join(plan.unpriced)})"
+           if plan.unpriced and plan.evaluate_seconds is not None else ""),
+        "(estimates: the store's recorded median cost per run and per value, times the work)",
+    ]
+    for line in lines:
+        stdout.print(line, markup=False, highlight=False)
+
+
 #: A grid of more runs than this is trained only with ``--yes``.
 LARGE_GRID = 10_000
 
 
 def _train_evaluate_and_rank(
     spec: ExperimentSpec, store: Optional[Path], device: Optional[str], data_dir: Optional[Path], fmt: str, evaluate: bool,
-    yes: bool = False,
+    yes: bool = False, dry_run: bool = False,
 ) -> None:
     """Train the spec's runs that the store lacks, evaluate its measures (unless ``evaluate`` is
     false), print the leaderboard of its runs, and exit non-zero when values failed."""
@@ -216,6 +244,9 @@ def _train_evaluate_and_rank(
         )
     runs = resolve_runs(spec)
     measures = resolve_measures(spec.measures)
+    if dry_run:
+        _print_plan(spec, runs, measures, store, evaluate)
+        return
     target = api.open_store(store)
     engine = Engine(target, device=device, data_dir=str(data_dir) if data_dir else None, reporter=RichReporter(stderr))
     stderr.print(f"experiment '{spec.name}': {len(runs)} runs, store {target.root}, device {engine.device}")
@@ -274,6 +305,9 @@ def register(app: typer.Typer) -> None:
         ),
         evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="evaluate the measures after training"),
         yes: bool = typer.Option(False, "--yes", help=f"train a grid of more than {LARGE_GRID:,} runs"),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="say how many runs, groups and values it would compute, and how long, then stop"
+        ),
         store: Optional[Path] = StoreOption,
         device: Optional[str] = DeviceOption,
         data_dir: Optional[Path] = DataDirOption,
@@ -289,7 +323,7 @@ def register(app: typer.Typer) -> None:
             axes=train_axes({key: ctx.params[key] for key in TRAIN_AXES}),
             options=option_axes(width, depth, dropout, option),
         )
-        _train_evaluate_and_rank(spec, store, device, data_dir, fmt, evaluate, yes)
+        _train_evaluate_and_rank(spec, store, device, data_dir, fmt, evaluate, yes, dry_run)
 
     @app.command()
     @handle_errors
