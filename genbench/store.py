@@ -346,6 +346,11 @@ class Store:
                 ),
             )
 
+    def done_values(self) -> set[tuple[str, str, str, str]]:
+        """(run_id, measure, version, options_hash) of every value that need not be computed again."""
+        rows = self._connection.execute(f"SELECT run_id, measure, version, options_hash FROM measure_values WHERE {DONE}")
+        return {tuple(row) for row in rows}
+
     def has_measure_value(self, run_id: str, measure: str, version: str, options_hash: str) -> bool:
         row = self._connection.execute(
             f"SELECT 1 FROM measure_values WHERE run_id=? AND measure=? AND version=? AND options_hash=? AND {DONE}",

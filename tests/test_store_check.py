@@ -128,7 +128,15 @@ def test_dry_run_counts_the_work_and_prices_it_from_the_store_without_touching_i
     # params is missing on the removed run only; param-norm was never computed: 1 + 3 values
     assert "measure values to compute: 4" in result.stdout
     assert "not counted, no recorded cost: 1 measures (param-norm)" in result.stdout
-    assert "estimated training: unknown" not in result.stdout
+    from genbench.engine import resolve_measures, resolve_runs
+    from genbench.engine.plan import plan_run
+
+    plan = plan_run(target, resolve_runs(genbench.api.load_spec(spec)), resolve_measures(
+        genbench.api.measure_refs(["params", "param-norm"])))
+    runs, values = target.runs(), target.measure_values()
+    assert (plan.to_train, plan.groups, plan.values, plan.unpriced) == (1, 1, 4, ["param-norm"])
+    assert plan.train_seconds == pytest.approx(runs["wall_time"].median())  # one run at the stored median
+    assert plan.evaluate_seconds == pytest.approx(values.loc[values["measure"] == "params", "seconds"].median())
     assert len(target.run_ids()) == 2 and len(target.measure_values()) == 2  # nothing trained or computed
     fresh = trained.parent / "fresh"
     empty = CliRunner().invoke(app, ["run", str(spec), "--store", str(fresh), "--dry-run"])

@@ -15,7 +15,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 
-from genbench.conditions import Condition, apply_where, parse_value, parse_values, split_values  # noqa: F401
+from genbench.conditions import parse_values
 from genbench.errors import ExitCode, GenbenchError, SpecError
 
 F = TypeVar("F", bound=Callable[..., Any])

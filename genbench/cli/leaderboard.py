@@ -22,9 +22,7 @@ def check_format(fmt: str) -> str:
 
 
 def print_board(board, fmt: str, sort: str = "tau", measures: list[str] | None = None) -> None:
-    """The board, its rows chosen and ordered, on stdout in ``fmt``."""
-    if sort not in SORT_KEYS:
-        raise SpecError(f"--sort must be one of {', '.join(SORT_KEYS)}; got '{sort}'")
+    """The board, its rows chosen and ordered (``sort``: a key of ``SORT_KEYS``), on stdout in ``fmt``."""
     board = sort_board(filter_measures(board, measures), sort)
     stdout.print(render(board, fmt), markup=False, highlight=False, end="", soft_wrap=True)
 
@@ -52,7 +50,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score every measure in the store against the generalization gap and print the board."""
         check_format(fmt)
-        if sort not in SORT_KEYS:
+        if sort not in SORT_KEYS:  # before the board is scored
             raise SpecError(f"--sort must be one of {', '.join(SORT_KEYS)}; got '{sort}'")
         target = api.open_store(store, create=False)
         board = api.leaderboard(target, where=where or (), by=by, bootstrap=bootstrap)

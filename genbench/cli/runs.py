@@ -16,8 +16,6 @@ from rich.table import Table
 
 from genbench import api
 from genbench.cli.common import (
-    Condition,
-    apply_where,
     check_choice,
     fit_columns,
     flatten,
@@ -29,6 +27,8 @@ from genbench.cli.common import (
     stdout,
 )
 from genbench.cli.experiments import StoreOption
+from genbench.conditions import Condition, apply_where
+from genbench.scoring.selection import recipes
 from genbench.errors import UnknownNameError
 from genbench.schemas import RunResult, RunSpec, TrainConfig
 from genbench.store import Store
@@ -68,12 +68,6 @@ class Listing:
     measures: list[str]
 
 
-def train_fields(train_config: str) -> dict[str, Any]:
-    """Every TrainConfig field of one run's recipe (defaults included), as ``train.<field>``."""
-    config = TrainConfig.model_validate_json(train_config)
-    return {f"train.{name}": getattr(config, name) for name in TrainConfig.model_fields}
-
-
 def version_key(version: str) -> tuple:
     """Versions in order: numerically part by part where they are numbers ("10" after "9")."""
     parts = version.split(".")
@@ -106,7 +100,7 @@ def build_listing(store: Store, with_measures: bool, conditions: list[Condition]
     """The store's runs, filtered by ``conditions`` and sorted; shown: the grid's axes, the recipe
     fields that differ between the listed runs, the result, and with ``with_measures`` the measures."""
     runs = store.runs()
-    trains = pd.DataFrame([train_fields(text) for text in runs["train_config"]], index=runs.index)
+    trains = recipes(runs)
     frame = pd.concat([runs.drop(columns=["train_config"]), trains], axis=1)
     measures: list[str] = []
     if with_measures and len(frame):

@@ -39,14 +39,14 @@ def plan_run(store: Store | None, runs: list[RunSpec], measures: list[tuple[Any,
     ids = [run.run_id for run in runs]
     stored = store.checkpoints_present(store.finished_ids(ids)) if store is not None else set()
     missing = [run for run in runs if run.run_id not in stored]
+    done = store.done_values() if store is not None else set()
     todo: dict[str, int] = {}
     if evaluate:
         for measure, options in measures:
             digest = options_hash(options)
             count = sum(
-                1 for run in runs
-                if store is None or run.run_id not in stored
-                or not store.has_measure_value(run.run_id, measure.name, measure.version, digest)
+                1 for run_id in ids
+                if run_id not in stored or (run_id, measure.name, measure.version, digest) not in done
             )
             if count:
                 todo[measure.name] = todo.get(measure.name, 0) + count

@@ -226,7 +226,7 @@ class _Board:
         self.grid = _GranulatedGrid(self.axes, self.gap)
         self.cells, self.cell_count = _combined_codes(list(self.axes.values()), len(runs))
         corruption_codes, corruptions = pd.factorize(runs["corruption"], sort=True)
-        self.corruption_codes, self.corruption_count = corruption_codes, len(corruptions)
+        self.corruption_codes = corruption_codes
         self.by_corruption = _GroupedTau(corruption_codes, len(corruptions), self.level)
         fallback = np.isclose(self.level, 1.0) & runs["corruption"].isin(UNINFORMATIVE_AT_FULL).to_numpy()
         recorded = _object_column(runs, "labels_uninformative")

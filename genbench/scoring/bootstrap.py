@@ -33,6 +33,8 @@ import math
 
 import numpy as np
 
+from genbench.scoring.kendall import cell_pair_sums
+
 #: Replicates drawn per board (``score_measures(bootstrap=...)``); 0 draws none.
 REPLICATES = 1000
 #: The seed of the draw: the same board gives the same intervals.
@@ -115,21 +117,14 @@ class _CellTau:
             return np.full(replicates, np.nan)
         x, y, cells = x[present], self.y[present], self.cells[present]
         used, local = np.unique(cells, return_inverse=True)
-        starts = np.flatnonzero(np.r_[True, np.diff(local) != 0])
-        concordance = np.zeros((used.size, used.size), dtype=np.float64)
-        rows_per_block = max(1, _MAX_PAIRS_PER_BLOCK // x.size)
-        for start in range(0, x.size, rows_per_block):
-            stop = min(x.size, start + rows_per_block)
-            signs = _signs(x[start:stop, None], x[None, :]) * _signs(y[start:stop, None], y[None, :])
-            by_column = np.add.reduceat(signs, starts, axis=1, dtype=np.int64)
-            block_cells = local[start:stop]
-            block_starts = np.flatnonzero(np.r_[True, np.diff(block_cells) != 0])
-            concordance[block_cells[block_starts]] += np.add.reduceat(by_column, block_starts, axis=0)
+        (concordance,) = cell_pair_sums(
+            local, lambda start, stop: [_signs(x[start:stop, None], x[None, :]) * _signs(y[start:stop, None], y[None, :])]
+        )
         cell_weights_used = self.weights[:, used]
         repeats = cell_weights_used.astype(np.float64) * (cell_weights_used - 1.0)  # w_c² − w_c
         numerator = 0.5 * np.einsum("bc,bc->b", cell_weights_used @ concordance.astype(np.float32), cell_weights_used,
                                     dtype=np.float64)
-        numerator -= 0.5 * repeats @ np.diag(concordance)
+        numerator -= 0.5 * repeats @ np.diag(concordance).astype(np.float64)
         run_weights = cell_weights_used[:, local]
         untied_x = _pairs_untied(run_weights, x) - 0.5 * repeats @ _untied_within_cells(x, local, used.size)
         untied_y = _pairs_untied(run_weights, y) - 0.5 * repeats @ _untied_within_cells(y, local, used.size)

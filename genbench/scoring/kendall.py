@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -134,6 +134,33 @@ def rank_correlation_with(frame: pd.DataFrame, measure: str, column: str) -> flo
     Jiang et al. (ICLR 2020), "Fantastic generalization measures", section 4.
     """
     return kendall_tau(_float_column(frame, measure), _float_column(frame, column))
+
+
+# ---------------------------------------------------------------------------
+# Pairwise quantities summed over pairs of cells
+# ---------------------------------------------------------------------------
+
+
+def cell_pair_sums(cells: np.ndarray, pairwise: Callable[[int, int], list[np.ndarray]]) -> list[np.ndarray]:
+    """Per pairwise quantity, its sums over pairs of cells: ``result[q][c, d]`` is the sum of
+    ``q[i, j]`` over rows i of cell c and j of cell d. ``cells`` (codes 0 .. k-1) must be sorted;
+    ``pairwise(start, stop)`` gives each quantity for rows ``start:stop`` against all rows, a
+    (stop - start, rows) array, so that no more than a block of pairs is held at once."""
+    rows = cells.size
+    starts = np.flatnonzero(np.r_[True, np.diff(cells) != 0]) if rows else np.zeros(0, dtype=np.intp)
+    totals: list[np.ndarray] | None = None
+    rows_per_block = max(1, _MAX_PAIRS_PER_BLOCK // max(rows, 1))
+    for start in range(0, rows, rows_per_block):
+        stop = min(rows, start + rows_per_block)
+        block_cells = cells[start:stop]
+        block_starts = np.flatnonzero(np.r_[True, np.diff(block_cells) != 0])
+        quantities = pairwise(start, stop)
+        if totals is None:
+            totals = [np.zeros((starts.size, starts.size), dtype=np.int64) for _ in quantities]
+        for quantity, total in zip(quantities, totals):
+            by_column = np.add.reduceat(quantity, starts, axis=1, dtype=np.int64)
+            total[block_cells[block_starts]] += np.add.reduceat(by_column, block_starts, axis=0)
+    return totals or []
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from genbench.scoring.kendall import _MAX_BINCOUNT_STATES, _MAX_PAIRS_PER_BLOCK, _float_column
+from genbench.scoring.kendall import _MAX_BINCOUNT_STATES, _MAX_PAIRS_PER_BLOCK, _float_column, cell_pair_sums
 from genbench.scoring.granulated import _axis_codes, _rows_with_values, _varying_axes
 
 
@@ -185,22 +185,6 @@ class PairwiseCMI:
         self.gap = np.asarray(gap, dtype=float)
         self._gap_counts: dict[bytes, np.ndarray] = {}
 
-    def _cell_counts(self, greater_than: list[np.ndarray], rows: np.ndarray, cells: np.ndarray) -> list[np.ndarray]:
-        """For each vector v (sorted like ``rows``), the (cells × cells) counts of [v_a > v_b]."""
-        starts = np.flatnonzero(np.r_[True, np.diff(cells) != 0])
-        count = starts.size
-        totals = [np.zeros((count, count), dtype=np.int64) for _ in greater_than]
-        rows_per_block = max(1, _MAX_PAIRS_PER_BLOCK // rows.size)
-        for start in range(0, rows.size, rows_per_block):
-            stop = min(rows.size, start + rows_per_block)
-            block_cells = cells[start:stop]
-            block_starts = np.flatnonzero(np.r_[True, np.diff(block_cells) != 0])
-            for vector, total in zip(greater_than, totals):
-                greater = (vector[start:stop, None] > vector[None, :]).view(np.int8)
-                by_column = np.add.reduceat(greater, starts, axis=1, dtype=np.int32)
-                total[block_cells[block_starts]] += np.add.reduceat(by_column, block_starts, axis=0)
-        return totals
-
     def score(self, measure: np.ndarray) -> float:
         measure = np.asarray(measure, dtype=float)
         present = np.flatnonzero(~(np.isnan(measure) | np.isnan(self.gap)))
@@ -214,10 +198,14 @@ class PairwiseCMI:
         order = np.argsort(cell_of, kind="stable")
         rows, cells = present[order], cell_of[order]
         mu, gap = measure[rows], self.gap[rows]
-        measure_count, both = self._joint_counts(mu, gap, cells)
+        measure_count, both = cell_pair_sums(cells, lambda start, stop: [
+            (mu[start:stop, None] > mu[None, :]).view(np.int8),
+            ((mu[start:stop, None] > mu[None, :]) & (gap[start:stop, None] > gap[None, :])).view(np.int8),
+        ])
         key = rows.tobytes()
-        if key not in self._gap_counts:
-            self._gap_counts = {key: self._cell_counts([gap], rows, cells)[0]}
+        if key not in self._gap_counts:  # the same for every measure with a value on the same runs
+            self._gap_counts = {key: cell_pair_sums(cells, lambda start, stop: [
+                (gap[start:stop, None] > gap[None, :]).view(np.int8)])[0]}
         gap_count = self._gap_counts[key].astype(np.float64)
         measure_count, both = measure_count.astype(np.float64), both.astype(np.float64)
         sizes = np.bincount(cells).astype(np.float64)
@@ -253,21 +241,3 @@ class PairwiseCMI:
             scores.append(float(np.clip(mutual_information.sum() / gap_entropy.sum(), 0.0, 1.0)))
         defined = [score for score in scores if not np.isnan(score)]
         return 100.0 * min(defined) if defined else float("nan")
-
-    def _joint_counts(self, mu: np.ndarray, gap: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(cells × cells) counts of [mu_a > mu_b] and of [mu_a > mu_b and g_a > g_b]."""
-        starts = np.flatnonzero(np.r_[True, np.diff(cells) != 0])
-        count = starts.size
-        measure_count = np.zeros((count, count), dtype=np.int64)
-        both = np.zeros((count, count), dtype=np.int64)
-        rows_per_block = max(1, _MAX_PAIRS_PER_BLOCK // mu.size)
-        for start in range(0, mu.size, rows_per_block):
-            stop = min(mu.size, start + rows_per_block)
-            block_cells = cells[start:stop]
-            block_starts = np.flatnonzero(np.r_[True, np.diff(block_cells) != 0])
-            measure_greater = mu[start:stop, None] > mu[None, :]
-            joint = measure_greater & (gap[start:stop, None] > gap[None, :])
-            for greater, total in ((measure_greater, measure_count), (joint, both)):
-                by_column = np.add.reduceat(greater.view(np.int8), starts, axis=1, dtype=np.int32)
-                total[block_cells[block_starts]] += np.add.reduceat(by_column, block_starts, axis=0)
-        return measure_count, both
