@@ -89,22 +89,28 @@ def test_a_multilayer_perceptron():
     assert_same_logits_and_gradients(base, params, buffers, torch.randn(2, 9, 1, 8, 8), [(0, 1), (1, 4)])
 
 
-@settings(max_examples=25, deadline=None)
+# The inputs are drawn from a seed of the example, so that an example always gives the same data
+# (an unseeded draw once failed the gradient check once and not again, its data lost), and the
+# examples are the same on every run (derandomize), so that the suite does not pass or fail by
+# the luck of the draw. The tolerances are unchanged.
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(
     spatial=st.sampled_from([(1, 9), (2, 8), (1, 6, 6), (2, 7, 5)]),
     channels=st.lists(st.integers(1, 5), min_size=1, max_size=3),
     kernel=st.sampled_from([1, 3, 5]),
     sizes=st.lists(st.integers(1, 3), min_size=1, max_size=3),
     batch=st.integers(1, 6),
+    data_seed=st.integers(0, 2**31 - 1),
 )
-def test_any_small_conv_net_and_any_cohorts_match_vmap(spatial, channels, kernel, sizes, batch):
+def test_any_small_conv_net_and_any_cohorts_match_vmap(spatial, channels, kernel, sizes, batch, data_seed):
     members = sum(sizes)
     base, params, buffers = stacked_models(
         lambda: SmallConvNet().build(spatial, 4, CNNOptions(channels=channels, kernel_size=kernel)), members
     )
     starts = [sum(sizes[:g]) for g in range(len(sizes))]
     spans = [(start, start + size) for start, size in zip(starts, sizes)]
-    assert_same_logits_and_gradients(base, params, buffers, torch.randn(len(sizes), batch, *spatial), spans)
+    x = torch.randn(len(sizes), batch, *spatial, generator=torch.Generator().manual_seed(data_seed))
+    assert_same_logits_and_gradients(base, params, buffers, x, spans)
 
 
 def test_plans_for_the_models_it_applies_to_and_none_for_the_others():
