@@ -15,7 +15,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from genbench.archive import ExportSummary, ImportSummary, export_archive, import_archive
 from genbench.engine import Engine, resolve_measures, resolve_runs
+from genbench.executors import ExecutorOptions
 from genbench.errors import StoreError
 from genbench.plugins import registry
 from genbench.report.leaderboard import board_frame
@@ -62,17 +64,21 @@ def run(
     evaluate: bool = True,
     reporter: Any = None,
     data_dir: str | None = None,
+    executor: str = "local",
+    executor_options: ExecutorOptions | None = None,
 ) -> pd.DataFrame:
     """Train every run of ``spec`` missing from the store, evaluate its measures, and
-    return the leaderboard of the spec's runs."""
+    return the leaderboard of the spec's runs. ``executor`` (``local`` or ``dask``, with
+    ``executor_options``) runs both stages' units."""
     experiment = load_spec(spec)
     target = _store(store)
-    engine = Engine(target, device=device, data_dir=data_dir, reporter=reporter)
     runs = resolve_runs(experiment)
     measures = resolve_measures(experiment.measures)
-    engine.train(runs)
-    if evaluate:
-        engine.evaluate(measures, [r.run_id for r in runs])
+    with Engine(target, device=device, data_dir=data_dir, reporter=reporter, executor=executor,
+                executor_options=executor_options) as engine:
+        engine.train(runs)
+        if evaluate:
+            engine.evaluate(measures, [r.run_id for r in runs])
     return leaderboard(target, run_ids=[r.run_id for r in runs])
 
 
@@ -83,20 +89,23 @@ def evaluate(
     device: str | None = None,
     reporter: Any = None,
     data_dir: str | None = None,
+    executor: str = "local",
+    executor_options: ExecutorOptions | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``measures`` on the runs of ``spec`` (training what is missing first), or
     on every run in the store when ``spec`` is None. Returns the values computed now."""
     target = _store(store)
     resolved = resolve_measures(measure_refs(measures))
-    engine = Engine(target, device=device, data_dir=data_dir, reporter=reporter)
     run_ids = None
-    if spec is not None:
-        runs = resolve_runs(load_spec(spec))
-        engine.train(runs)
-        run_ids = [r.run_id for r in runs]
-    elif not target.run_ids():
+    if spec is None and not target.run_ids():
         raise StoreError(f"store {target.root} has no runs; train some with `genbench run` or pass a spec")
-    summary = engine.evaluate_summary(resolved, run_ids)
+    with Engine(target, device=device, data_dir=data_dir, reporter=reporter, executor=executor,
+                executor_options=executor_options) as engine:
+        if spec is not None:
+            runs = resolve_runs(load_spec(spec))
+            engine.train(runs)
+            run_ids = [r.run_id for r in runs]
+        summary = engine.evaluate_summary(resolved, run_ids)
     return new_values(target, summary.values)
 
 
@@ -171,4 +180,17 @@ def leaderboard(
     return board
 
 
-__all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec"]
+def export_store(archive: str | Path, store: StoreLike = None) -> ExportSummary:
+    """Write the store (which must exist) to the tar file ``archive``: its tables as Parquet, its
+    checkpoints, and a manifest of sha256 and versions (see ``genbench.archive.export_archive``)."""
+    source = store if isinstance(store, Store) else open_store(store, create=False)
+    return export_archive(source, archive)
+
+
+def import_store(archive: str | Path, into: StoreLike = None) -> ImportSummary:
+    """Merge the archive ``archive`` into the store ``into`` after checking the whole archive; the
+    store's own runs and values are kept (see ``genbench.archive.import_archive``)."""
+    return import_archive(archive, into)
+
+
+__all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec", "export_store", "import_store"]

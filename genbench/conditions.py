@@ -8,11 +8,12 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from genbench.errors import SpecError, UnknownNameError
+
+if TYPE_CHECKING:  # pandas is imported where a frame is filtered: parsing flags stays light
+    import pandas as pd
 
 
 def split_values(text: str) -> list[str]:
@@ -113,6 +114,8 @@ def _text(value: Any) -> str:
 
 def apply_where(frame: pd.DataFrame, conditions: list[Condition]) -> pd.DataFrame:
     """The rows of ``frame`` that pass every condition; an unknown column is one UnknownNameError."""
+    import pandas as pd
+
     for condition in conditions:
         if condition.column not in frame.columns:
             close = difflib.get_close_matches(condition.column, list(frame.columns), n=3, cutoff=0.5)

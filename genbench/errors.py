@@ -56,6 +56,12 @@ class PluginError(GenbenchError):
     exit_code = ExitCode.PLUGIN_ERROR
 
 
+class ExecutorError(GenbenchError):
+    """An executor could not start or reach the workers it runs units on (exit code 1)."""
+
+    exit_code = ExitCode.FAILURE
+
+
 class StoreError(GenbenchError):
     """The result store is missing, unreadable or inconsistent."""
 
@@ -72,6 +78,11 @@ class MeasureError(GenbenchError):
     """A measure could not be computed on a run."""
 
     exit_code = ExitCode.MEASURE_ERROR
+
+
+class GenbenchWarning(UserWarning):
+    """A warning fit to show a user as one line: the command line prints it as one yellow
+    ``warning:`` line on stderr (Python's ``warnings`` machinery shows it elsewhere)."""
 
 
 class NotApplicable(MeasureError):

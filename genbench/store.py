@@ -29,7 +29,7 @@ from typing import Iterable
 import pandas as pd
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save
 
 from genbench.errors import StoreError
 from genbench.schemas import MeasureValue, RunResult, RunSpec
@@ -75,6 +75,13 @@ CHECKPOINTS = ("init", "final")
 #: (A row from before statuses were recorded is done when it has a value and no error: SQLite
 #: stores NaN as NULL, and a NaN is now a failed value.)
 DONE = "(status IN ('ok', 'skipped') OR (status IS NULL AND error IS NULL AND value IS NOT NULL))"
+#: The columns of a raw ``runs`` row (``Store.raw_rows``, ``Store.add_raw_run``), in this order.
+RUN_ROW_COLUMNS = ("run_id", "spec_json", "result_json", "checksums_json", "created_at")
+#: The columns of a raw ``measure_values`` row (``Store.raw_rows``, ``Store.add_raw_values``), in this order.
+VALUE_ROW_COLUMNS = (
+    "run_id", "measure", "version", "options_hash", "options_json", "value", "seconds", "error", "created_at",
+    "details_json", "status", "kind", "default_options",
+)
 
 
 @dataclass
@@ -172,12 +179,18 @@ class Store:
         final_state: dict[str, torch.Tensor],
     ) -> None:
         """Write both checkpoints (atomically), then commit the run's row with their sha256."""
+        self.save_run_files(spec, result, checkpoint_bytes(initial_state), checkpoint_bytes(final_state))
+
+    def save_run_files(self, spec: RunSpec, result: RunResult, initial: bytes, final: bytes) -> None:
+        """``save_run`` for checkpoints already serialized as safetensors (what an executor's
+        worker sends back): write both files atomically, then commit the row with their sha256."""
         run_id = spec.run_id
         if result.run_id != run_id:
             raise StoreError(f"result for run {result.run_id} saved under spec {run_id}")
+        remove_dead_temporaries(self.checkpoint_path(run_id, "final").parent)
         checksums = {
-            which: self._write_checkpoint(self.checkpoint_path(run_id, which), state)
-            for which, state in (("init", initial_state), ("final", final_state))
+            which: self._write_checkpoint_bytes(self.checkpoint_path(run_id, which), data)
+            for which, data in (("init", initial), ("final", final))
         }
         with self._connection:
             self._connection.execute(
@@ -188,17 +201,31 @@ class Store:
 
     @staticmethod
     def _write_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> str:
-        """Write ``state`` to ``path`` through a temporary file of a name no other process uses,
-        then rename it into place; return the file's sha256."""
+        """Write ``state`` to ``path`` atomically (see ``_write_checkpoint_bytes``); return its sha256."""
+        return Store._write_checkpoint_bytes(path, checkpoint_bytes(state))
+
+    @staticmethod
+    def _write_checkpoint_bytes(path: Path, data: bytes) -> str:
+        """Write ``data`` to ``path`` through a temporary file of a name no other process uses,
+        then rename it into place; return its sha256."""
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-        save_file(tensors, str(temporary))
-        with open(temporary, "rb") as handle:
-            digest = hashlib.sha256(handle.read()).hexdigest()
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-        return digest
+        return hashlib.sha256(data).hexdigest()
+
+    def checkpoint_bytes(self, run_id: str, which: str) -> bytes:
+        """The stored safetensors file of a run's checkpoint, as bytes (StoreError when missing)."""
+        path = self.checkpoint_path(run_id, which)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"checkpoint missing: {path}") from None
+        except OSError as exc:
+            raise StoreError(f"checkpoint unreadable: {path}: {exc}") from None
 
     # ---------------------------------------------------------------- integrity
     def checksums(self, run_id: str) -> dict[str, str]:
@@ -369,6 +396,62 @@ class Store:
         )
         return measure_value_frame(frame)
 
+    # ------------------------------------------------------------- raw rows
+    def raw_rows(self) -> tuple[list[dict], list[dict]]:
+        """Every ``runs`` row and every ``measure_values`` row as stored (dicts of ``RUN_ROW_COLUMNS``
+        and ``VALUE_ROW_COLUMNS``), read in one transaction, so that they agree with each other."""
+        run_columns, value_columns = ", ".join(RUN_ROW_COLUMNS), ", ".join(VALUE_ROW_COLUMNS)
+        self._connection.execute("BEGIN")
+        try:
+            runs = self._connection.execute(f"SELECT {run_columns} FROM runs ORDER BY created_at, run_id").fetchall()
+            values = self._connection.execute(
+                f"SELECT {value_columns} FROM measure_values ORDER BY created_at, run_id, measure, version, options_hash"
+            ).fetchall()
+        finally:
+            self._connection.rollback()
+        return [dict(zip(RUN_ROW_COLUMNS, row)) for row in runs], [dict(zip(VALUE_ROW_COLUMNS, row)) for row in values]
+
+    def add_raw_run(self, row: dict, checkpoints: dict[str, bytes]) -> bool:
+        """Add a run from its raw ``runs`` row and the bytes of its checkpoint files, unless the store
+        has the run already (then nothing is written). The bytes must have the sha256 the row records
+        (when it records them); each file is written under a temporary name and renamed into place
+        (as ``save_run_files`` writes them), and the row is committed after both exist. Returns
+        whether the run was added."""
+        run_id = row["run_id"]
+        if set(checkpoints) != set(CHECKPOINTS):
+            raise StoreError(f"run {run_id} needs the checkpoints {', '.join(CHECKPOINTS)}, got {', '.join(sorted(checkpoints))}")
+        if self.has_run(run_id):
+            return False
+        recorded = json.loads(row["checksums_json"]) if row["checksums_json"] else {}
+        for which in CHECKPOINTS:
+            if which in recorded and hashlib.sha256(checkpoints[which]).hexdigest() != recorded[which]:
+                raise StoreError(f"run {run_id}: the {which} checkpoint's sha256 differs from the recorded one")
+        remove_dead_temporaries(self.checkpoint_path(run_id, CHECKPOINTS[0]).parent)
+        for which in CHECKPOINTS:
+            self._write_checkpoint_bytes(self.checkpoint_path(run_id, which), checkpoints[which])
+        columns, marks = ", ".join(RUN_ROW_COLUMNS), ", ".join("?" * len(RUN_ROW_COLUMNS))
+        with self._connection:
+            cursor = self._connection.execute(
+                f"INSERT INTO runs ({columns}) VALUES ({marks}) ON CONFLICT(run_id) DO NOTHING",
+                tuple(row[name] for name in RUN_ROW_COLUMNS),
+            )
+        return cursor.rowcount == 1
+
+    def add_raw_values(self, rows: Iterable[dict]) -> int:
+        """Insert raw ``measure_values`` rows in one transaction, keeping any value the store already
+        has under the same (run_id, measure, version, options_hash); returns how many were added."""
+        columns, marks = ", ".join(VALUE_ROW_COLUMNS), ", ".join("?" * len(VALUE_ROW_COLUMNS))
+        added = 0
+        with self._connection:
+            for row in rows:
+                cursor = self._connection.execute(
+                    f"INSERT INTO measure_values ({columns}) VALUES ({marks}) "
+                    "ON CONFLICT(run_id, measure, version, options_hash) DO NOTHING",
+                    tuple(row[name] for name in VALUE_ROW_COLUMNS),
+                )
+                added += cursor.rowcount
+        return added
+
 
 VALUE_COLUMNS = [
     "run_id", "measure", "version", "options_hash", "options", "value", "seconds", "error", "status", "kind",
@@ -388,3 +471,41 @@ def measure_value_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out["kind"] = [k if isinstance(k, str) else None for k in frame["kind"]]
     out["error"] = [e if isinstance(e, str) else None for e in frame["error"]]
     return out[VALUE_COLUMNS]
+
+
+def remove_dead_temporaries(folder: Path) -> None:
+    """Delete the temporary checkpoint files in ``folder`` (``<which>.<pid>.<hex>.tmp``) whose writer
+    is no longer running. A process killed (SIGKILL, power loss) between writing one and renaming it
+    into place leaves it behind, and nothing else would remove it: ``save_run_files`` calls this
+    before writing a run's files again, so the rerun that trains the run leaves its folder clean. A
+    running writer's file is kept (two processes may train one run at once); the store's writers
+    share one host, as SQLite's WAL mode requires, so the process id says who wrote it."""
+    if os.name != "posix" or not folder.is_dir():  # os.kill(pid, 0) tests a process on POSIX only
+        return
+    for path in folder.glob("*.tmp"):
+        parts = path.name.split(".")
+        try:
+            pid = int(parts[-3])
+        except (IndexError, ValueError):
+            continue
+        if pid <= 0 or pid == os.getpid():  # not a process id; this process's own write, in flight
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except OSError:  # e.g. PermissionError: the process exists, another user's
+            pass
+
+
+def checkpoint_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """A state dict serialized as a safetensors file (its tensors on the CPU, contiguous)."""
+    return save({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
+
+
+def checkpoint_from_bytes(data: bytes, name: str) -> dict[str, torch.Tensor]:
+    """The state dict of a safetensors file's bytes; StoreError naming ``name`` when unreadable."""
+    try:
+        return load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise StoreError(f"checkpoint unreadable: {name}: {exc}") from None

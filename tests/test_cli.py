@@ -66,7 +66,7 @@ def test_evaluate_one_measure_on_the_store_then_every_format(trained_store):
         (["run", "--seeds", "a,b"], ExitCode.INVALID_SPEC, "--seeds expects comma-separated integers"),
         (["evaluate", "--measure", "radmacher"], ExitCode.UNKNOWN_NAME, "did you mean 'rademacher'"),
         (["evaluate", "--measure", "params"], ExitCode.STORE_ERROR, "no genbench store"),
-        (["leaderboard", "--format", "xml"], ExitCode.INVALID_SPEC, "--format must be one of"),
+        (["leaderboard", "--format", "xml"], ExitCode.USAGE, "--format must be one of"),
         (["list", "widgets"], ExitCode.UNKNOWN_NAME, "unknown kind 'widgets'"),
     ],
 )

@@ -178,7 +178,7 @@ def test_runs_bad_input_is_one_red_line(store, tmp_path):
                    "--where expects COLUMN=VALUE")
     one_error_line(invoke("runs", "--store", str(store), "--where", "model>mlp"), ExitCode.INVALID_SPEC,
                    "expects one number")
-    one_error_line(invoke("runs", "--store", str(store), "-f", "xml"), ExitCode.INVALID_SPEC, "--format must be one of")
+    one_error_line(invoke("runs", "--store", str(store), "-f", "xml"), ExitCode.USAGE, "--format must be one of")
     one_error_line(invoke("runs", "--store", str(tmp_path / "none")), ExitCode.STORE_ERROR, "no genbench store")
 
 
@@ -217,7 +217,7 @@ def test_show_table_accepts_a_prefix_and_thins_the_loss_curve(store, listed):
 def test_show_unknown_or_short_ids_are_one_red_line(store):
     one_error_line(invoke("show", "ffffffffff", "--store", str(store)), ExitCode.UNKNOWN_NAME, "no run 'ffffffffff'")
     one_error_line(invoke("show", "abc", "--store", str(store)), ExitCode.UNKNOWN_NAME, "at least 6 characters")
-    one_error_line(invoke("show", "abcdef", "--store", str(store), "-f", "csv"), ExitCode.INVALID_SPEC, "--format")
+    one_error_line(invoke("show", "abcdef", "--store", str(store), "-f", "csv"), ExitCode.USAGE, "--format")
 
 
 def test_an_ambiguous_prefix_is_refused():

@@ -195,7 +195,7 @@ def test_unknown_report_names_and_formats_are_refused(store, tmp_path):
     unknown = CliRunner().invoke(app, ["report", "zhang2016", "--store", str(store.root), "--out", str(tmp_path)])
     assert unknown.exit_code == ExitCode.UNKNOWN_NAME and "did you mean 'zhang2017'" in unknown.output
     bad = CliRunner().invoke(app, ["report", "--store", str(store.root), "--out", str(tmp_path), "--format", "pdf"])
-    assert bad.exit_code == ExitCode.INVALID_SPEC
+    assert bad.exit_code == ExitCode.USAGE
 
 
 def test_inlined_svg_ids_are_prefixed_and_namespaces_dropped():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import os
 import sqlite3
-from typing import Any, Callable, TypeVar
+import warnings
+from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 
@@ -16,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from genbench.conditions import parse_values
-from genbench.errors import ExitCode, GenbenchError, SpecError
+from genbench.errors import ExitCode, GenbenchError, GenbenchWarning, SpecError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,19 +30,45 @@ def raise_errors() -> bool:
     return os.environ.get("GENBENCH_RAISE_ERRORS", "") not in ("", "0")
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line: its non-empty lines joined by "; "."""
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
 def fail(message: str, code: ExitCode) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    """Print ``message`` as one red ``error:`` line on stderr; the Exit to raise with ``code``."""
+    stderr.print(f"[bold red]error:[/] {escape(one_line(message))}", markup=True, highlight=False)
     return typer.Exit(int(code))
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Inside it, a GenbenchWarning is shown as one yellow ``warning:`` line on stderr (the
+    console the progress bars draw on) and any other warning as Python shows it; Python's
+    warning settings are restored on the way out."""
+    with warnings.catch_warnings():
+        python_show = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+            if issubclass(category, GenbenchWarning):
+                stderr.print(f"[yellow]warning:[/] {escape(one_line(str(message)))}", highlight=False)
+            else:
+                python_show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def handle_errors(command: F) -> F:
     """Turn a GenbenchError into one red line and its exit code
-    (``GENBENCH_RAISE_ERRORS=1`` shows the traceback instead)."""
+    (``GENBENCH_RAISE_ERRORS=1`` shows the traceback instead), and show the command's
+    GenbenchWarnings as one line each (``one_line_warnings``)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with one_line_warnings():
+                return command(*args, **kwargs)
         except GenbenchError as exc:
             if raise_errors():
                 raise
@@ -119,9 +147,9 @@ def print_json(data: Any) -> None:
 
 
 def check_choice(value: str, choices: tuple[str, ...], flag: str) -> str:
-    """``value`` when it is one of ``choices``, else one SpecError line."""
+    """``value`` when it is one of ``choices``, else one UsageError line (exit code 2)."""
     if value not in choices:
-        raise SpecError(f"{flag} must be one of {', '.join(choices)}; got '{value}'")
+        raise UsageError(f"{flag} must be one of {', '.join(choices)}; got '{value}'")
     return value
 
 

@@ -8,9 +8,8 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from genbench.choices import DATA_ENV, DOWNLOADS
 from genbench.cli.common import handle_errors, stderr, stdout
-from genbench.datasets.base import DATA_ENV
-from genbench.datasets.download import SOURCES, download
 from genbench.errors import UnknownNameError
 
 data_app = typer.Typer(
@@ -58,13 +57,15 @@ class _DownloadBars:
 @data_app.command("download")
 @handle_errors
 def download_command(
-    name: str = typer.Argument(..., help=" | ".join(SOURCES)),
+    name: str = typer.Argument(..., help=" | ".join(DOWNLOADS)),
     data_dir: Optional[Path] = DataDirOption,
     force: bool = typer.Option(False, "--force", help="fetch again even when the files are there"),
 ) -> None:
     """Download a dataset from its official source, check its MD5, unpack it into the data folder."""
-    if name not in SOURCES:
-        raise UnknownNameError(f"nothing to download for '{name}'; choose one of {', '.join(SOURCES)}")
+    if name not in DOWNLOADS:
+        raise UnknownNameError(f"nothing to download for '{name}'; choose one of {', '.join(DOWNLOADS)}")
+    from genbench.datasets.download import download
+
     bars = _DownloadBars()
     try:
         folder = download(

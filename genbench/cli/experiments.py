@@ -11,10 +11,11 @@ from typing import Any, Optional
 import typer
 from pydantic import ValidationError
 
-from genbench import api
+from genbench.choices import RUN_FORMATS as FORMATS
 from genbench.cli.common import (
     check_choice,
     exit_for_failed_values,
+    fail,
     handle_errors,
     parse_assignment,
     parse_floats,
@@ -25,12 +26,11 @@ from genbench.cli.common import (
     with_default,
 )
 from genbench.cli.leaderboard import print_board
+from genbench.cli.preflight import check_trainable
 from genbench.cli.progress import RichReporter
-from genbench.engine import Engine, resolve_measures, resolve_runs
-from genbench.engine.plan import plan_run
-from genbench.errors import SpecError, StoreError, UsageError
+from genbench.errors import ExitCode, SpecError, StoreError, UsageError
+from genbench.executors import ExecutorOptions
 from genbench.plugins import registry
-from genbench.report.leaderboard import FORMATS
 from genbench.schemas import ComponentRef, ExperimentSpec, TrainConfig, parse_spec
 
 
@@ -47,6 +47,40 @@ StoreOption = typer.Option(
 DeviceOption = typer.Option(None, "--device", help=with_default("torch device", "cuda when present, else cpu"))
 DataDirOption = typer.Option(None, "--data-dir", envvar="GENBENCH_DATA", help="folder with downloaded datasets")
 FormatOption = typer.Option("table", "--format", "-f", help=" | ".join(FORMATS))
+ExecutorOption = typer.Option(
+    None, "--executor", help=with_default("where units of work run: local | dask", "dask with --workers, --scheduler or --cluster, else local")
+)
+WorkersOption = typer.Option(None, "--workers", min=1, help=with_default("dask worker processes (one torch thread each)", "the machine's cores"))
+SchedulerOption = typer.Option(
+    None, "--scheduler", envvar="GENBENCH_SCHEDULER", metavar="tcp://HOST:PORT", help="join a running dask scheduler"
+)
+ClusterOption = typer.Option(
+    None, "--cluster", metavar="FILE", help="TOML file describing a dask cluster to start (kind = slurm | kubernetes | local)"
+)
+RetriesOption = typer.Option(2, "--retries", min=0, help=with_default("times a unit whose dask worker died is started again", "2"))
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """The executor a command runs its units on, and its options."""
+
+    name: str
+    options: ExecutorOptions
+
+
+def executor_choice(
+    executor: str | None, workers: int | None, scheduler: str | None, cluster: Path | None, retries: int
+) -> ExecutorChoice:
+    """The executor the flags ask for: ``--workers``, ``--scheduler`` and ``--cluster`` imply dask
+    and belong to it alone; an unknown name is exit 4 (the registry's error)."""
+    dask_flags = [flag for flag, value in (("--workers", workers), ("--scheduler", scheduler), ("--cluster", cluster)) if value]
+    name = executor or ("dask" if dask_flags else "local")
+    registry("executors").get(name)
+    if name != "dask" and dask_flags:
+        raise UsageError(f"{dask_flags[0]} is an option of the dask executor, not of --executor {name}")
+    if scheduler and cluster:
+        raise UsageError("--scheduler joins a running cluster and --cluster starts one: give one of them")
+    return ExecutorChoice(name, ExecutorOptions(workers=workers, scheduler=scheduler or None, cluster=cluster, retries=retries))
 
 
 def _check_format(fmt: str) -> str:
@@ -175,6 +209,8 @@ def build_spec(
     """The spec file (or the embedded default) with command-line flags overriding it: ``train``
     sets recipe fields (None values are ignored), ``axes`` are recipe flags and ``options``
     model-option flags (see ``apply_axes``)."""
+    from genbench import api
+
     base = api.load_spec(spec_file).model_dump(mode="json", exclude_none=True)
     if datasets:
         base["datasets"] = datasets
@@ -207,6 +243,9 @@ def _duration(seconds: float | None) -> str:
 
 def _print_plan(spec: ExperimentSpec, runs, measures, store: Optional[Path], evaluate: bool) -> None:
     """What ``run`` would do, on stdout; the store is only read (and not created)."""
+    from genbench import api
+    from genbench.engine.plan import plan_run
+
     try:
         target = api.open_store(store, create=False)
     except StoreError:
@@ -226,16 +265,26 @@ def _print_plan(spec: ExperimentSpec, runs, measures, store: Optional[Path], eva
         stdout.print(line, markup=False, highlight=False)
 
 
+def _exit_for_failed_units(codes: list[int]) -> None:
+    """After the leaderboard: one line and the first failure's exit code when units of work failed
+    (each was named in a warning as it failed; what they did not store is done again next time)."""
+    if codes:
+        raise fail(f"{len(codes)} units of work failed (their runs and values are done again next time)", ExitCode(codes[0]))
+
+
 #: A grid of more runs than this is trained only with ``--yes``.
 LARGE_GRID = 10_000
 
 
 def _train_evaluate_and_rank(
     spec: ExperimentSpec, store: Optional[Path], device: Optional[str], data_dir: Optional[Path], fmt: str, evaluate: bool,
-    yes: bool = False, dry_run: bool = False,
+    yes: bool = False, dry_run: bool = False, executor: ExecutorChoice | None = None,
 ) -> None:
     """Train the spec's runs that the store lacks, evaluate its measures (unless ``evaluate`` is
     false), print the leaderboard of its runs, and exit non-zero when values failed."""
+    from genbench import api
+    from genbench.engine import Engine, resolve_measures, resolve_runs
+
     count, groups = spec.size()
     if count > LARGE_GRID and not yes:
         raise UsageError(
@@ -247,23 +296,30 @@ def _train_evaluate_and_rank(
     if dry_run:
         _print_plan(spec, runs, measures, store, evaluate)
         return
+    check_trainable(runs, store, data_dir, device)  # a bad device, missing data, …: before the store exists
     target = api.open_store(store)
-    engine = Engine(target, device=device, data_dir=str(data_dir) if data_dir else None, reporter=RichReporter(stderr))
-    stderr.print(f"experiment '{spec.name}': {len(runs)} runs, store {target.root}, device {engine.device}")
-    summary = engine.train(runs)
-    if summary.already_done == summary.requested:
-        stderr.print(f"all {summary.requested} runs are already in the store; nothing to train")
-    elif summary.already_done:
-        stderr.print(f"{summary.already_done} of {summary.requested} runs were already in the store; trained {len(summary.trained)}")
-    failed = [r for r in summary.trained if r.status != "converged"]
-    if failed:
-        stderr.print(f"[yellow]{len(failed)} runs did not reach the stopping criterion ({', '.join(sorted({r.status for r in failed}))})[/]")
-    statuses, stages = [], []
-    if evaluate:
-        summary = engine.evaluate_summary(measures, [r.run_id for r in runs])
-        statuses = [v.status for v in summary.values]
-        stages = [v.details.get("stage") if v.status == "failed" else None for v in summary.values]
+    executor = executor or ExecutorChoice("local", ExecutorOptions())
+    with Engine(target, device=device, data_dir=str(data_dir) if data_dir else None, reporter=RichReporter(stderr),
+                executor=executor.name, executor_options=executor.options) as engine:
+        stderr.print(f"experiment '{spec.name}': {len(runs)} runs, store {target.root}, device {engine.device}"
+                     + ("" if executor.name == "local" else f", executor {executor.name}"))
+        summary = engine.train(runs)
+        if summary.already_done == summary.requested:
+            stderr.print(f"all {summary.requested} runs are already in the store; nothing to train")
+        elif summary.already_done:
+            stderr.print(f"{summary.already_done} of {summary.requested} runs were already in the store; trained {len(summary.trained)}")
+        failed = [r for r in summary.trained if r.status != "converged"]
+        if failed:
+            stderr.print(f"[yellow]{len(failed)} runs did not reach the stopping criterion ({', '.join(sorted({r.status for r in failed}))})[/]")
+        unit_codes = [failure.exit_code for failure in summary.failed]
+        statuses, stages = [], []
+        if evaluate:
+            evaluation = engine.evaluate_summary(measures, [r.run_id for r in runs])
+            statuses = [v.status for v in evaluation.values]
+            stages = [v.details.get("stage") if v.status == "failed" else None for v in evaluation.values]
+            unit_codes += [failure.exit_code for failure in evaluation.failed_units]
     print_board(api.leaderboard(target, run_ids=[r.run_id for r in runs]), fmt)
+    _exit_for_failed_units(unit_codes)
     exit_for_failed_values(statuses, stages)
 
 
@@ -312,6 +368,11 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = DeviceOption,
         data_dir: Optional[Path] = DataDirOption,
         fmt: str = FormatOption,
+        executor: Optional[str] = ExecutorOption,
+        workers: Optional[int] = WorkersOption,
+        scheduler: Optional[str] = SchedulerOption,
+        cluster: Optional[Path] = ClusterOption,
+        retries: int = RetriesOption,
     ) -> None:
         """Train the runs of an experiment that the store lacks, evaluate its measures, print the leaderboard.
 
@@ -323,7 +384,8 @@ def register(app: typer.Typer) -> None:
             axes=train_axes({key: ctx.params[key] for key in TRAIN_AXES}),
             options=option_axes(width, depth, dropout, option),
         )
-        _train_evaluate_and_rank(spec, store, device, data_dir, fmt, evaluate, yes, dry_run)
+        choice = executor_choice(executor, workers, scheduler, cluster, retries)
+        _train_evaluate_and_rank(spec, store, device, data_dir, fmt, evaluate, yes, dry_run, choice)
 
     @app.command()
     @handle_errors
@@ -334,16 +396,26 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = DeviceOption,
         data_dir: Optional[Path] = DataDirOption,
         fmt: str = FormatOption,
+        executor: Optional[str] = ExecutorOption,
+        workers: Optional[int] = WorkersOption,
+        scheduler: Optional[str] = SchedulerOption,
+        cluster: Optional[Path] = ClusterOption,
+        retries: int = RetriesOption,
     ) -> None:
         """Evaluate measures on the runs in the store (or on a spec's runs), then print the leaderboard."""
+        from genbench import api
+        from genbench.engine import resolve_measures, resolve_runs
+
         _check_format(fmt)
+        choice = executor_choice(executor, workers, scheduler, cluster, retries)
         resolve_measures(api.measure_refs(measure))  # unknown names fail before any work
         if spec_file is not None:
-            resolve_runs(api.load_spec(spec_file))  # so does a bad spec, before the store is touched
+            # so do a bad spec, missing data and a model that cannot take it, before the store is touched
+            check_trainable(resolve_runs(api.load_spec(spec_file)), store, data_dir, device)
         target = api.open_store(store, create=spec_file is not None)
         values = api.evaluate(
             measure, store=target, spec=spec_file, device=device, reporter=RichReporter(stderr),
-            data_dir=str(data_dir) if data_dir else None,
+            data_dir=str(data_dir) if data_dir else None, executor=choice.name, executor_options=choice.options,
         )
         stderr.print(f"computed {len(values)} new measure values")
         run_ids = None if spec_file is None else [r.run_id for r in resolve_runs(api.load_spec(spec_file))]

@@ -7,22 +7,19 @@ from typing import Optional
 
 import typer
 
-from genbench import api
-from genbench.cli.common import handle_errors, stdout
-from genbench.errors import SpecError
-from genbench.report.leaderboard import FORMATS, SORT_KEYS, filter_measures, render, sort_board
-from genbench.scoring.bootstrap import REPLICATES
-from genbench.scoring.selection import SLICE_AXES
+from genbench.choices import LEADERBOARD_FORMATS as FORMATS, REPLICATES, SLICE_AXES, SORT_KEYS
+from genbench.cli.common import check_choice, handle_errors, stdout
 
 
 def check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise SpecError(f"--format must be one of {', '.join(FORMATS)}; got '{fmt}'")
-    return fmt
+    """``fmt`` when it is a leaderboard format, else one UsageError line."""
+    return check_choice(fmt, FORMATS, "--format")
 
 
 def print_board(board, fmt: str, sort: str = "tau", measures: list[str] | None = None) -> None:
     """The board, its rows chosen and ordered (``sort``: a key of ``SORT_KEYS``), on stdout in ``fmt``."""
+    from genbench.report.leaderboard import filter_measures, render, sort_board
+
     board = sort_board(filter_measures(board, measures), sort)
     stdout.print(render(board, fmt), markup=False, highlight=False, end="", soft_wrap=True)
 
@@ -49,9 +46,12 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Score every measure in the store against the generalization gap and print the board."""
+        from genbench import api
+
         check_format(fmt)
-        if sort not in SORT_KEYS:  # before the board is scored
-            raise SpecError(f"--sort must be one of {', '.join(SORT_KEYS)}; got '{sort}'")
+        check_choice(sort, SORT_KEYS, "--sort")  # before the board is scored
+        if by is not None:
+            check_choice(by, SLICE_AXES, "--by")
         target = api.open_store(store, create=False)
         board = api.leaderboard(target, where=where or (), by=by, bootstrap=bootstrap)
         print_board(board, fmt, sort, measure)

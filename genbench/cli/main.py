@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from genbench.version import __version__
@@ -10,6 +12,8 @@ from genbench.cli import runs
 from genbench.cli import leaderboard
 from genbench.cli import store_check
 from genbench.cli import report
+from genbench.cli.common import fail, raise_errors
+from genbench.errors import ExitCode
 
 app = typer.Typer(
     name="genbench",
@@ -43,4 +47,23 @@ report.register(app)
 
 
 def main() -> None:
-    app()
+    """Run the ``genbench`` command and exit with its code. A usage error that click finds while
+    parsing (an unknown flag, a value of the wrong type, a missing argument) is one red line on
+    stderr naming the problem and the command's ``--help``, with exit code 2, like genbench's own
+    errors (``GENBENCH_RAISE_ERRORS=1`` shows the traceback instead)."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # typer's click exceptions: usage errors, a bad parameter
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `genbench` alone: the help is printed already
+            code = exc.exit_code
+        elif raise_errors():
+            raise
+        else:
+            message = " ".join(exc.format_message().split())
+            context = getattr(exc, "ctx", None)
+            if context is not None:
+                message += f" (see `{context.command_path} --help`)"
+            code = fail(message, exc.exit_code).exit_code
+    except typer.Abort:
+        code = fail("aborted", ExitCode.FAILURE).exit_code
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,9 +1,11 @@
-"""Rich progress bars for training and evaluation (on stderr)."""
+"""Rich progress bars for training and evaluation (on stderr): runs trained or values computed,
+the groups and members training now, the time elapsed and an estimate of the time left. The same
+events arrive from every executor (from a dask cluster, a unit's runs when it finishes)."""
 
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from genbench.schemas import RunResult, RunSpec
 
@@ -16,6 +18,8 @@ class RichReporter:
         self.progress: Progress | None = None
         self.task = None
         self.step_count = 0
+        self.groups: dict[str, int] = {}  # each started group (its first run id): members not yet stored
+        self.group_of: dict[str, str] = {}  # run id -> its group
 
     def _start(self, description: str, total: int) -> None:
         self.stop()
@@ -25,6 +29,7 @@ class RichReporter:
             MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=self.console,
             transient=False,
         )
@@ -36,16 +41,27 @@ class RichReporter:
 
     def group_started(self, runs: list[RunSpec]) -> None:
         self.step_count = 0
+        self.groups[runs[0].run_id] = len(runs)
+        self.group_of.update({run.run_id: runs[0].run_id for run in runs})
         if self.progress is not None:
             run = runs[0]
-            self.progress.update(self.task, detail=f"{run.model.name} on {run.dataset.name}: {len(runs)} members")
+            self.progress.update(self.task, detail=self._training(f"{run.model.name} on {run.dataset.name}"))
+
+    def _training(self, what: str) -> str:
+        groups = [members for members in self.groups.values() if members]
+        if len(groups) <= 1:
+            return f"{what}: {sum(groups)} members"
+        return f"{len(groups)} groups, {sum(groups)} members training"
 
     def steps(self, members: int) -> None:
         self.step_count += 1
-        if self.progress is not None and self.step_count % 50 == 0:
+        if self.progress is not None and self.step_count % 50 == 0 and len([m for m in self.groups.values() if m]) <= 1:
             self.progress.update(self.task, detail=f"step {self.step_count}, {members} members training")
 
     def run_done(self, run: RunSpec, result: RunResult) -> None:
+        group = self.group_of.pop(run.run_id, None)
+        if group in self.groups:
+            self.groups[group] -= 1
         if self.progress is not None:
             self.progress.advance(self.task)
 

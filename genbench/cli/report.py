@@ -5,20 +5,22 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 from types import MappingProxyType
-from typing import Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional
 
-import pandas as pd
 import typer
 from rich.markup import escape
 
-from genbench import api
-from genbench.cli.common import handle_errors, stderr, stdout
-from genbench.errors import GenbenchError, SpecError, StoreError, UnknownNameError
+from genbench.choices import REPORTS
+from genbench.cli.common import check_choice, handle_errors, stderr, stdout
+from genbench.errors import GenbenchError, StoreError, UnknownNameError
 from genbench.plugins import registry
-from genbench.report import zhang2017
 
-#: The reports there are; ``zhang2017`` is the default.
-REPORTS = (zhang2017.NAME,)
+if TYPE_CHECKING:  # imported by the command itself: `genbench --help` stays light
+    import pandas as pd
+
+    from genbench.report import zhang2017
+
+#: The formats a report is written in (the reports there are: ``genbench.choices.REPORTS``).
 FORMATS = ("html", "markdown")
 
 
@@ -64,7 +66,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @handle_errors
     def report(
-        name: str = typer.Argument(zhang2017.NAME, help=f"which report: {', '.join(REPORTS)}"),
+        name: str = typer.Argument(REPORTS[0], help=f"which report: {', '.join(REPORTS)}"),
         out: Optional[Path] = typer.Option(None, "--out", help="folder to write [default: ./genbench-report/NAME]"),
         fmt: str = typer.Option("html", "--format", "-f", help="html (SVG figures inlined) | markdown (PNG figures)"),
         store: Optional[Path] = typer.Option(None, "--store", envvar="GENBENCH_STORE",
@@ -72,8 +74,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a report from the store alone: Table 1 and Figure 1 analogues, per-measure panels, the leaderboard."""
         check_report(name)
-        if fmt not in FORMATS:
-            raise SpecError(f"--format must be one of {', '.join(FORMATS)}; got '{fmt}'")
+        check_choice(fmt, FORMATS, "--format")
+        from genbench import api
+        from genbench.report import zhang2017
+
         target = api.open_store(store, create=False)
         runs = target.runs()
         if runs.empty:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import pandas as pd
 import typer
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from genbench import api
 from genbench.cli.common import (
     check_choice,
     fit_columns,
@@ -28,10 +26,13 @@ from genbench.cli.common import (
 )
 from genbench.cli.experiments import StoreOption
 from genbench.conditions import Condition, apply_where
-from genbench.scoring.selection import recipes
 from genbench.errors import UnknownNameError
 from genbench.schemas import RunResult, RunSpec, TrainConfig
-from genbench.store import Store
+
+if TYPE_CHECKING:  # imported where they are used: `genbench --help` stays light
+    import pandas as pd
+
+    from genbench.store import Store
 
 SHOW_FORMATS = ("table", "json")
 #: The formats of ``genbench runs``.
@@ -53,6 +54,9 @@ IMPORTANCE = {
     "dataset": 60, "corruption": 60, "test_labels": 55, "status": 50, "steps_to_fit": 35, "steps": 30,
 }
 TRAIN_IMPORTANCE, MEASURE_IMPORTANCE = 70, 65
+#: The columns of a closed-form fit's diagnostics (``diag_residual``, ``diag_condition_number``, …)
+#: start with this, and are among the first to go when the table must lose columns.
+DIAGNOSTIC_PREFIX, DIAGNOSTIC_IMPORTANCE = "diag_", 40
 KEEP = 95
 THREE_DECIMALS = ("train_accuracy", "test_accuracy", "gap")
 INTEGER_COLUMNS = ("seed", "steps", "steps_to_fit")
@@ -98,7 +102,12 @@ def measure_cells(values: pd.DataFrame, run_ids: list[str]) -> dict[str, list[An
 
 def build_listing(store: Store, with_measures: bool, conditions: list[Condition]) -> Listing:
     """The store's runs, filtered by ``conditions`` and sorted; shown: the grid's axes, the recipe
-    fields that differ between the listed runs, the result, and with ``with_measures`` the measures."""
+    fields that differ between the listed runs, the result, the diagnostics that some listed run
+    has (``diag_<name>``: closed-form fits), and with ``with_measures`` the measures."""
+    import pandas as pd
+
+    from genbench.scoring.selection import recipes
+
     runs = store.runs()
     trains = recipes(runs)
     frame = pd.concat([runs.drop(columns=["train_config"]), trains], axis=1)
@@ -112,7 +121,10 @@ def build_listing(store: Store, with_measures: bool, conditions: list[Condition]
     frame = frame.sort_values([*SORT_KEYS, *varying, "run_id"], kind="stable").reset_index(drop=True)
     shown = ["run_id", "dataset", "model", "corruption", "level", "seed"]
     shown += ["test_labels"] * ("test_labels" in varying) + [c for c in varying if c != "test_labels"]
-    return Listing(frame, shown + list(RESULT_COLUMNS) + measures, measures)
+    diagnostics = sorted(
+        c for c in frame.columns if c.startswith(DIAGNOSTIC_PREFIX) and c not in measures and frame[c].notna().any()
+    )
+    return Listing(frame, shown + list(RESULT_COLUMNS) + diagnostics + measures, measures)
 
 
 def _distinct(column: pd.Series) -> int:
@@ -182,6 +194,8 @@ def importance(column: str, position: int, cells: list[str], measures: list[str]
     """How long ``column`` stays when columns must go (see ``IMPORTANCE``); later measures go first."""
     if column in measures:
         base = MEASURE_IMPORTANCE - measures.index(column) / (len(measures) + 1)
+    elif column.startswith(DIAGNOSTIC_PREFIX):
+        base = DIAGNOSTIC_IMPORTANCE
     else:
         base = IMPORTANCE.get(column, TRAIN_IMPORTANCE)
     if len(cells) > 1 and len(set(cells)) == 1:
@@ -211,6 +225,8 @@ def print_listing(listing: Listing, fmt: str) -> None:
     if fmt == "json":
         print_json(records(listing))
     elif fmt == "csv":
+        import pandas as pd
+
         frame = pd.DataFrame(records(listing), columns=listing.shown)
         stdout.print(frame.to_csv(index=False), markup=False, highlight=False, end="")
     elif fmt == "markdown":
@@ -362,6 +378,8 @@ def register(app: typer.Typer) -> None:
         fmt: str = FormatOption,
     ) -> None:
         """List the store's runs: the grid's axes, the recipe fields that differ, the result."""
+        from genbench import api
+
         check_choice(fmt, FORMATS, "--format")
         conditions = [Condition.parse(text) for text in where or []]
         with api.open_store(store, create=False) as target:
@@ -381,6 +399,8 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
     ) -> None:
         """One run whole: its spec, its result, its loss curve and every measure value."""
+        from genbench import api
+
         check_choice(fmt, SHOW_FORMATS, "--format")
         with api.open_store(store, create=False) as target:
             record = run_record(target, resolve_run_id(target, run_id))

@@ -7,13 +7,13 @@ from typing import Optional
 
 import typer
 
-from genbench import api
+from genbench.cli import store_archive
 from genbench.cli.common import handle_errors, stdout, with_default
 from genbench.errors import StoreError
 
 
 def register(app: typer.Typer) -> None:
-    store_app = typer.Typer(help="Check and repair the store.", no_args_is_help=True)
+    store_app = typer.Typer(help="Check, repair, export and import the store.", no_args_is_help=True)
     app.add_typer(store_app, name="store")
 
     @store_app.command("check")
@@ -27,6 +27,8 @@ def register(app: typer.Typer) -> None:
         """Check every run's checkpoints: they exist, load as safetensors, match the recorded sha256 and
         agree in their tensors; list checkpoint folders no run owns and half-written files. Exit 5 when
         something is wrong and --repair was not given."""
+        from genbench import api  # here, not at the top: `genbench --help` does not import torch
+
         target = api.open_store(store, create=False)
         found = target.check()
         for run_id, problems in found.damaged.items():
@@ -43,3 +45,5 @@ def register(app: typer.Typer) -> None:
             raise StoreError(f"store {target.root}: {summary}; `genbench store check --repair` removes them")
         target.repair(found)
         stdout.print(f"removed {summary}; the next `genbench run` trains the removed runs again", markup=False, highlight=False)
+
+    store_archive.register(store_app)

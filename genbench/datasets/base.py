@@ -21,11 +21,9 @@ import numpy as np
 import torch
 from pydantic import Field, model_serializer
 
+from genbench.choices import DATA_ENV  # the environment variable naming the data folder
 from genbench.errors import DataError
 from genbench.schemas import Options
-
-#: Environment variable naming the data folder (the CLI's ``--data-dir`` reads it too).
-DATA_ENV = "GENBENCH_DATA"
 
 
 @dataclass(frozen=True)

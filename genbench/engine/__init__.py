@@ -5,12 +5,18 @@ writes the store, so any stage can be re-run alone and an interrupted one resume
 - ``data``: a run's corrupted dataset, its trainer, what a measure may see;
 - ``train``: the train stage (groups of runs → ensembles → store);
 - ``evaluate``: the evaluate stage (run-major: one context per run, retraining batched per group);
+
+Both stages hand their units of work (a training group; a batch of a group's runs to evaluate) to
+an executor (``genbench.executors``: ``local`` in this process, ``dask`` on a cluster), opened once
+per engine and closed by ``close()`` or the ``with`` block; the engine alone writes the store.
 - ``retraining``: measures' retraining jobs → ensembles.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import contextlib
 
 import torch
 
@@ -19,9 +25,12 @@ from genbench.engine.evaluate import EvaluateStage, EvaluationSummary, RunContex
 from genbench.engine.resolve import normalized, resolve_measures, resolve_runs, validated_options
 from genbench.engine.retraining import Retrainer, RetrainingBatch
 from genbench.engine.train import MAX_ENSEMBLE, TrainStage, TrainSummary, group_runs
+from genbench.executors import ExecutorOptions, Pool
 from genbench.inference import pick_device
+from genbench.training.memory import default_budget
 from genbench.measures.base import MeasureContext
 from genbench.schemas import MeasureValue, Options, RunResult, RunSpec
+from genbench.plugins import registry
 from genbench.store import Store
 
 
@@ -41,7 +50,8 @@ class NullReporter:
 
 class Engine:
     """Trains and evaluates against one store; ``reporter`` receives progress events. What it
-    remembers between calls (the prepared datasets) lives on this object."""
+    remembers between calls (the prepared datasets, the open executor) lives on this object.
+    ``executor`` names the registered executor both stages run their units on."""
 
     def __init__(
         self,
@@ -50,6 +60,8 @@ class Engine:
         data_dir: str | None = None,
         reporter=None,
         memory_budget: int | None = None,
+        executor: str = "local",
+        executor_options: ExecutorOptions | None = None,
     ) -> None:
         self.store = store
         self.device: torch.device = pick_device(device)
@@ -57,12 +69,41 @@ class Engine:
         self.memory_budget = memory_budget
         self.reporter = reporter or NullReporter()
         self.data = DataCache(data_dir)
+        self.executor = registry("executors").get(executor)
+        self.executor_options = executor_options or ExecutorOptions()
+        self._pool: Pool | None = None
+        self._pool_exit = contextlib.ExitStack()
         self.training = TrainStage(store, self.data, self.device, self.reporter, memory_budget)
         self.evaluation = EvaluateStage(store, self.data, self.device, self.reporter, memory_budget)
 
-    def train(self, runs: list[RunSpec], executor: str = "local") -> TrainSummary:
+    def pool(self) -> Pool:
+        """The executor's pool, opened on first use (a dask cluster starts here) and kept open.
+        Without a memory budget of its own, an engine training on the CPU of workers with a memory
+        limit sizes ensembles to half of the smallest worker's limit (as it sizes them to half the
+        available RAM in this process)."""
+        if self._pool is None:
+            self._pool = self._pool_exit.enter_context(self.executor.open(self.executor_options))
+            limit = self._pool.memory_limit
+            if self.memory_budget is None and limit and self.device.type == "cpu":
+                budget = min(default_budget(self.device), limit // 2)
+                self.training.memory_budget = self.evaluation.memory_budget = budget
+        return self._pool
+
+    def close(self) -> None:
+        """Close the executor's pool (a dask cluster this engine started is shut down)."""
+        self._pool, exit_stack = None, self._pool_exit
+        self._pool_exit = contextlib.ExitStack()
+        exit_stack.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def train(self, runs: list[RunSpec]) -> TrainSummary:
         """Train the runs the store lacks."""
-        return self.training.train(runs, executor)
+        return self.training.train(runs, self.pool())
 
     def evaluate(self, measures: list[tuple[Any, Options]], run_ids: list[str] | None = None) -> list[MeasureValue]:
         """Compute every (measure, options) on every run that lacks it; return the new values
@@ -72,7 +113,7 @@ class Engine:
     def evaluate_summary(
         self, measures: list[tuple[Any, Options]], run_ids: list[str] | None = None
     ) -> EvaluationSummary:
-        return self.evaluation.evaluate(measures, run_ids)
+        return self.evaluation.evaluate(measures, self.pool(), run_ids)
 
     def context(
         self, run: RunSpec, result: RunResult, measure: Any, stand_in_error: type[Exception] | None = None

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+import functools
+from typing import Any, Callable
 
 import torch
 
 from genbench.version import __version__
 from genbench.datasets import Dataset
 from genbench.engine.data import DataCache, run_trainer, uninformative_labels
+from genbench.executors import Emit, Pool, Progress, UnitFailure
 from genbench.inference import accuracy_and_loss, predict
-from genbench.plugins import registry
 from genbench.schemas import RunResult, RunSpec, TrainingRecord
-from genbench.store import Store
+from genbench.store import Store, checkpoint_bytes
 from genbench.training import MemberOutcome, Trainer
 from genbench.training.memory import default_budget, ensemble_size, member_bytes
 
@@ -87,16 +88,65 @@ class TrainSummary:
     requested: int
     already_done: int
     trained: list[RunResult] = field(default_factory=list)
+    #: training groups that did not finish (their finished members are stored all the same)
+    failed: list[UnitFailure] = field(default_factory=list)
+
+
+def train_unit_of(runs: list[RunSpec], device: str, data_dir: str | None) -> dict[str, Any]:
+    """The plain-data unit of work of one training group."""
+    return {"runs": [run.canonical() for run in runs], "device": device, "data_dir": data_dir}
+
+
+def unit_name(runs: list[RunSpec]) -> str:
+    """A training group's name in messages: its model, dataset and first run."""
+    run = runs[0]
+    return f"{run.model.name}-on-{run.dataset.name}-{run.run_id[:8]}x{len(runs)}"
+
+
+def train_unit(unit: dict[str, Any], emit: Emit, progress: Progress, data: DataCache | None = None) -> None:
+    """Train one group as an ensemble; ``emit`` each member's record as it stops: the run's spec
+    and result as JSON and its checkpoints as safetensors bytes. ``data`` is the caller's dataset
+    cache (a fresh one when None)."""
+    runs = [RunSpec.model_validate_json(text) for text in unit["runs"]]
+    data = data or DataCache(unit["data_dir"])
+    device = torch.device(unit["device"])
+    datasets = [data.prepare(run) for run in runs]
+    first = datasets[0]
+    shared_inputs = all(d.x_train is first.x_train for d in datasets)
+    inputs = first.x_train if shared_inputs else torch.stack([d.x_train for d in datasets])
+    labels = torch.stack([d.y_train for d in datasets])
+    trainer = run_trainer(runs[0], first, device)
+
+    def done(outcome: MemberOutcome) -> None:
+        run, dataset = runs[outcome.index], datasets[outcome.index]
+        result = run_result(run, dataset, outcome, trainer, device)
+        emit({
+            "spec": run.canonical(),
+            "result": result.model_dump_json(),
+            "init": checkpoint_bytes(outcome.initial_state),
+            "final": checkpoint_bytes(outcome.final_state),
+        })
+
+    progress("started", [run.run_id for run in runs])
+    trainer.fit(
+        inputs,
+        labels,
+        [run.seed for run in runs],
+        per_member_inputs=not shared_inputs,
+        on_member_done=done,
+        on_step=lambda members: progress("steps", members),
+    )
 
 
 class TrainStage:
-    """Trains the runs a store lacks; each run is stored the moment its member stops."""
+    """Trains the runs a store lacks; each run is stored the moment its record reaches the driver
+    (with the local executor, the moment its member stops)."""
 
     def __init__(self, store: Store, data: DataCache, device: torch.device, reporter, memory_budget: int | None) -> None:
         self.store, self.data, self.device, self.reporter = store, data, device, reporter
         self.memory_budget = memory_budget
 
-    def train(self, runs: list[RunSpec], executor: str = "local") -> TrainSummary:
+    def train(self, runs: list[RunSpec], pool: Pool) -> TrainSummary:
         stored = self.store.finished_ids(r.run_id for r in runs)
         # a stored run whose checkpoint files are gone or empty is trained again, not skipped
         done = self.store.checkpoints_present(stored)
@@ -107,13 +157,31 @@ class TrainStage:
         # sizing builds every group's model on its dataset, so a model that cannot take
         # the dataset's inputs fails here, before anything trains
         groups = group_runs(missing, self._members_that_fit)
+        by_id = {run.run_id: run for run in missing}
         self.reporter.start_training(len(missing), sum(r.train.max_steps for r in missing))
-        runner = registry("executors").get(executor)
+        task = functools.partial(train_unit, data=self.data) if pool.in_process else train_unit
+        units = ((unit_name(group), train_unit_of(group, str(self.device), self.data.data_dir)) for group in groups)
+
+        def store_record(index: int, record: dict[str, Any]) -> None:
+            run, result = RunSpec.model_validate_json(record["spec"]), RunResult.model_validate_json(record["result"])
+            self.store.save_run_files(run, result, record["init"], record["final"])
+            summary.trained.append(result)
+            self.reporter.run_done(run, result)
+
+        def on_progress(kind: str, value: Any) -> None:
+            if kind == "started":
+                self.reporter.group_started([by_id[run_id] for run_id in value])
+            elif kind == "steps":
+                self.reporter.steps(value)
+            elif kind == "warn":
+                self.reporter.warn(value)
+
         try:
-            for results in runner.map(self._train_group, groups):
-                summary.trained.extend(results)
+            summary.failed = pool.run(task, units, store_record, on_progress)
         finally:
             self.reporter.stop()
+        for failure in summary.failed:
+            self.reporter.warn(f"training group {failure.name} failed: {failure.reason}")
         return summary
 
     def _members_that_fit(self, runs: list[RunSpec]) -> int:
@@ -124,30 +192,3 @@ class TrainStage:
             trainer, dataset.input_shape, dataset.num_train, runs[0].train.batch_size, own_inputs,
             self.memory_budget, self.device,
         )
-
-    def _train_group(self, runs: list[RunSpec]) -> list[RunResult]:
-        datasets = [self.data.prepare(run) for run in runs]
-        first = datasets[0]
-        shared_inputs = all(d.x_train is first.x_train for d in datasets)
-        inputs = first.x_train if shared_inputs else torch.stack([d.x_train for d in datasets])
-        labels = torch.stack([d.y_train for d in datasets])
-        trainer = run_trainer(runs[0], first, self.device)
-        results: list[RunResult] = []
-
-        def save(outcome: MemberOutcome) -> None:
-            run, dataset = runs[outcome.index], datasets[outcome.index]
-            result = run_result(run, dataset, outcome, trainer, self.device)
-            self.store.save_run(run, result, outcome.initial_state, outcome.final_state)
-            results.append(result)
-            self.reporter.run_done(run, result)
-
-        self.reporter.group_started(runs)
-        trainer.fit(
-            inputs,
-            labels,
-            [run.seed for run in runs],
-            per_member_inputs=not shared_inputs,
-            on_member_done=save,
-            on_step=self.reporter.steps,
-        )
-        return results

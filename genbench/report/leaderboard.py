@@ -18,12 +18,13 @@ from typing import Literal
 
 import pandas as pd
 
+from genbench.choices import LEADERBOARD_FORMATS
 from genbench.schemas import AXIOM_TOLERANCE, MeasureScore
 
 #: One column per MeasureScore field, in its order.
 COLUMNS = list(MeasureScore.model_fields)
 Format = Literal["table", "markdown", "csv", "json", "html"]
-FORMATS = ("table", "markdown", "csv", "json", "html")
+FORMATS = LEADERBOARD_FORMATS
 
 
 def board_frame(scores: list[MeasureScore]) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from typing import Literal, Mapping, NamedTuple, Sequence
 
 import pandas as pd
 
+from genbench.choices import REPORTS
 from genbench.report.figures_data import TrainedRun, cell_means, in_order, run_axes
 from genbench.report.figures_style import ImageFormat
 from genbench.report.page import Block, Page, Paragraph, Section, Table, render_markdown
@@ -23,7 +24,7 @@ from genbench.report.page_context import grid_section, versions_section
 from genbench.report.page_figures import Collected, FigureWriter, figure1_blocks, leaderboard_blocks, measure_blocks
 from genbench.report.page_html import render_html
 
-NAME = "zhang2017"
+NAME = REPORTS[0]
 PageFormat = Literal["html", "markdown"]
 PAGE_FILES = MappingProxyType({"html": "report.html", "markdown": "report.md"})
 IMAGE_FORMATS: Mapping[str, ImageFormat] = MappingProxyType({"html": "svg", "markdown": "png"})

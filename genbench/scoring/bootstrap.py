@@ -33,10 +33,9 @@ import math
 
 import numpy as np
 
+from genbench.choices import REPLICATES  # replicates drawn per board unless told otherwise; 0 draws none
 from genbench.scoring.kendall import cell_pair_sums
 
-#: Replicates drawn per board (``score_measures(bootstrap=...)``); 0 draws none.
-REPLICATES = 1000
 #: The seed of the draw: the same board gives the same intervals.
 BOOTSTRAP_SEED = 0
 #: Rows of a pairwise sign block: bounds the memory of one block at a few MB.

@@ -8,12 +8,10 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from genbench.choices import SLICE_AXES  # the run columns ``--by`` may slice a board by
 from genbench.conditions import Condition, apply_where
 from genbench.errors import SpecError
 from genbench.schemas import TrainConfig
-
-#: The run columns a board may be conditioned on (``--by``): one board per value.
-SLICE_AXES = ("model", "dataset", "corruption", "test_labels")
 
 
 def _recipe(text: object) -> dict:
