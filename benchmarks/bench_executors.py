@@ -49,7 +49,7 @@ def genbench_run(store: Path, extra: list[str]) -> float:
 
 
 def contents(store: Path) -> tuple[dict, dict]:
-    """Run results (without wall time and device) and measure values of a store."""
+    """Run results (without their wall time) with their checkpoints' sha256, and measure values, of a store."""
     connection = sqlite3.connect(store / "genbench.sqlite")
     runs = {}
     for run_id, text, checksums in connection.execute("SELECT run_id, result_json, checksums_json FROM runs"):

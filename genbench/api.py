@@ -93,7 +93,8 @@ def evaluate(
     executor_options: ExecutorOptions | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``measures`` on the runs of ``spec`` (training what is missing first), or
-    on every run in the store when ``spec`` is None. Returns the values computed now."""
+    on every run in the store when ``spec`` is None. Returns the values computed now; the frame's
+    ``attrs["failed_units"]`` lists the units of work that did not finish (``UnitFailure``)."""
     target = _store(store)
     resolved = resolve_measures(measure_refs(measures))
     run_ids = None
@@ -103,10 +104,13 @@ def evaluate(
                 executor_options=executor_options) as engine:
         if spec is not None:
             runs = resolve_runs(load_spec(spec))
-            engine.train(runs)
             run_ids = [r.run_id for r in runs]
+        trained = engine.train(runs) if spec is not None else None
         summary = engine.evaluate_summary(resolved, run_ids)
-    return new_values(target, summary.values)
+    frame = new_values(target, summary.values)
+    # units of work that did not finish (their names and reasons were reported as they failed)
+    frame.attrs["failed_units"] = [*(trained.failed if trained else []), *summary.failed_units]
+    return frame
 
 
 def new_values(store: Store, values: list) -> pd.DataFrame:

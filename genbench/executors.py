@@ -61,6 +61,8 @@ class ExecutorOptions:
     retries: int = 2
     #: seconds to wait for a running scheduler to answer
     connect_timeout: float = 30.0
+    #: seconds to wait for the first worker to join (a SLURM job may wait in its queue)
+    wait_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class Pool(Protocol):
     in_process: bool
     #: bytes of memory the smallest worker may use (None: no limit known, or this process's)
     memory_limit: int | None
+    #: the most workers one host runs (they share its memory and devices; 1 in this process)
+    workers_per_host: int
 
     def run(
         self,
@@ -111,18 +115,28 @@ class LocalPool:
 
     in_process = True
     memory_limit = None
+    workers_per_host = 1
 
     def run(self, task, units, on_record, on_progress) -> list[UnitFailure]:
         failures = []
         for index, (name, unit) in enumerate(units):
             try:
-                task(unit, lambda record, index=index: on_record(index, record), on_progress)
+                task(unit, lambda record, index=index: _stored(on_record, index, record), on_progress)
+            except _StoreRecordError as exc:  # the driver's own write failed: that error, not the unit's
+                raise exc.error from None
             except Exception as exc:  # noqa: BLE001 - one unit's failure must not lose the others
                 if _raise_errors():
                     raise
                 code = exc.exit_code if isinstance(exc, GenbenchError) else ExitCode.FAILURE
                 failures.append(UnitFailure(index, name, first_line(exc), int(code)))
         return failures
+
+
+def _stored(on_record, index: int, record: Record) -> None:
+    try:
+        on_record(index, record)
+    except Exception as exc:  # noqa: BLE001 - re-raised as itself by the pool
+        raise _StoreRecordError(exc) from exc
 
 
 class LocalExecutor:
@@ -170,6 +184,8 @@ def run_on_worker(task: Task, unit: Any, topic: str, threads: int | None) -> dic
         except Exception as exc:  # noqa: BLE001 - reported to the driver as this unit's failure
             error = first_line(exc)
             code = int(exc.exit_code) if isinstance(exc, GenbenchError) else int(ExitCode.FAILURE)
+        if pending["steps"]:  # the steps of the last interval
+            worker.log_event(topic, {"kind": "steps", "value": (pending["steps"], pending["members"])})
     notes = [str(w.message) for w in caught if issubclass(w.category, GenbenchWarning)]
     return {"records": records, "error": error, "exit_code": code, "warnings": notes}
 
@@ -182,30 +198,42 @@ class DaskPool:
     def __init__(self, client, options: ExecutorOptions) -> None:
         self.client, self.options = client, options
 
+    def _workers(self) -> list[dict]:
+        return list(self.client.scheduler_info(n_workers=-1).get("workers", {}).values())
+
     @property
     def memory_limit(self) -> int | None:
-        limits = [w.get("memory_limit") or 0 for w in self.client.scheduler_info().get("workers", {}).values()]
+        limits = [w.get("memory_limit") or 0 for w in self._workers()]
         limits = [limit for limit in limits if limit > 0]
         return min(limits) if limits else None
+
+    @property
+    def workers_per_host(self) -> int:
+        """The most workers one host runs (they share its memory and devices)."""
+        hosts: dict[str, int] = {}
+        for worker in self._workers():
+            hosts[worker.get("host", "")] = hosts.get(worker.get("host", ""), 0) + 1
+        return max(hosts.values(), default=1)
 
     def run(self, task, units, on_record, on_progress) -> list[UnitFailure]:
         from distributed import wait
 
         topic = f"genbench-progress-{uuid.uuid4().hex}"
         events: queue.Queue = queue.Queue()
-        self.client.subscribe_topic(topic, lambda event: events.put(event[1]))
-        # at most two units a worker in flight: the next unit is read only when there is room
-        room = 2 * max(1, len(self.client.nthreads()) or self.options.workers or 1)
         waiting = iter(enumerate(units))
         futures: dict[Any, tuple[int, str]] = {}
         failures: list[UnitFailure] = []
         pending: set = set()
         try:
+            self.client.subscribe_topic(topic, lambda event: events.put(event[1]))
             while True:
+                # at most two units a worker thread in flight (the threads of the workers there are
+                # now: a cluster may grow): the next unit is read only when there is room
+                room = 2 * max(1, sum(self.client.nthreads().values()))
                 for index, (name, unit) in itertools.islice(waiting, max(0, room - len(pending))):
                     future = self.client.submit(
                         run_on_worker, task, unit, topic, self.options.threads_per_worker,
-                        key=f"genbench-{name}-{uuid.uuid4().hex[:8]}", pure=False, retries=self.options.retries,
+                        key=f"genbench-{name}-{uuid.uuid4().hex[:8]}", pure=False,
                     )
                     futures[future] = (index, name)
                     pending.add(future)
@@ -219,10 +247,19 @@ class DaskPool:
                 for future in sorted(done, key=lambda f: futures[f][0]):
                     failures.extend(self._collect(future, *futures.pop(future), on_record, on_progress))
             _drain(events, on_progress)
+        except _StoreRecordError as exc:  # the driver's own write failed: that error, not the unit's
+            raise exc.error from None
+        except (GenbenchError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the scheduler went away (cancelled futures, a closed comm)
+            if _raise_errors():
+                raise
+            raise ExecutorError(f"lost the dask scheduler: {first_line(exc)}; what was stored stays stored") from None
         finally:
-            self.client.unsubscribe_topic(topic)
-            for future in pending:
-                future.cancel()
+            with contextlib.suppress(Exception):
+                self.client.unsubscribe_topic(topic)
+            with contextlib.suppress(Exception):
+                self.client.cancel(list(pending))
         return sorted(failures, key=lambda failure: failure.index)
 
     @staticmethod
@@ -236,10 +273,21 @@ class DaskPool:
         for note in outcome["warnings"]:
             on_progress("warn", note)
         for record in outcome["records"]:
-            on_record(index, record)
+            try:
+                on_record(index, record)
+            except Exception as exc:  # noqa: BLE001 - re-raised as itself by run
+                raise _StoreRecordError(exc) from exc
         if outcome["error"] is not None:
             return [UnitFailure(index, name, outcome["error"], outcome["exit_code"])]
         return []
+
+
+class _StoreRecordError(Exception):
+    """The driver failed to store a record: its error, carried past the unit's failure handling."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _drain(events: queue.Queue, on_progress: Progress) -> None:
@@ -337,6 +385,9 @@ class DaskExecutor:
             if options.scheduler:
                 try:
                     client = stack.enter_context(Client(options.scheduler, timeout=options.connect_timeout))
+                except ValueError as exc:
+                    raise UsageError(f"--scheduler {options.scheduler!r} is not a dask scheduler address "
+                                     f"(tcp://HOST:PORT): {first_line(exc)}") from None
                 except (OSError, TimeoutError) as exc:
                     raise UsageError(f"cannot reach the dask scheduler at {options.scheduler}: {first_line(exc)}") from None
             else:
@@ -363,6 +414,11 @@ class DaskExecutor:
                     if _raise_errors():
                         raise
                     raise ExecutorError(f"the {kind} dask cluster did not start: {first_line(exc)}") from None
+            try:  # sizing and scheduling need the workers: wait for the first (SLURM jobs may queue)
+                client.wait_for_workers(1, timeout=options.wait_timeout)
+            except TimeoutError:
+                raise ExecutorError(f"no dask worker joined within {options.wait_timeout:g} s (give --workers N to "
+                                    "scale a cluster file's cluster)") from None
             yield DaskPool(client, options)
 
 

@@ -103,7 +103,8 @@ def cluster():
     default environment would also write MALLOC_TRIM_THRESHOLD_ into this process's environment)."""
     import dask
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment()}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment(),
+                          "distributed.scheduler.allowed-failures": 2, "distributed.scheduler.worker-saturation": 1.0}):
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as running:
             yield running
 
@@ -117,31 +118,48 @@ def test_a_local_cluster_gives_the_local_store(local_store, tmp_path):
     assert same_values(distributed[1], local[1])
 
 
-def _kill_a_worker_in_a_unit(scheduler: str, killed: dict) -> None:
-    """Kill (SIGKILL) the first worker seen processing a genbench unit, a moment into it."""
+class StartedGroups:
+    """A reporter that counts how many times each training group started (a retried unit starts twice)."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, int] = {}
+
+    def group_started(self, runs) -> None:
+        self.started[runs[0].run_id] = self.started.get(runs[0].run_id, 0) + 1
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _kill_a_worker_in_a_unit(scheduler: str, groups: StartedGroups, killed: dict) -> None:
+    """Kill (SIGKILL) the worker that runs the first training group to start, a moment into it."""
     with Client(scheduler, timeout="30s") as client:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            busy = {worker: keys for worker, keys in client.processing().items() if any("genbench-" in k for k in keys)}
-            if busy:
-                worker, keys = next(iter(busy.items()))
-                time.sleep(0.3)
-                pids = client.run(os.getpid)
-                os.kill(pids[worker], signal.SIGKILL)
-                killed.update(worker=worker, pid=pids[worker], keys=list(keys))
-                return
-            time.sleep(0.02)
+            started = list(groups.started)
+            if started:
+                for worker, keys in client.processing().items():
+                    mine = [key for key in keys if started[0][:8] in key]
+                    if mine:
+                        time.sleep(0.1)
+                        pid = client.run(os.getpid)[worker]
+                        os.kill(pid, signal.SIGKILL)
+                        killed.update(worker=worker, pid=pid, keys=mine, group=started[0])
+                        return
+            time.sleep(0.01)
 
 
 def test_a_worker_killed_mid_unit_costs_a_retry_not_the_run(local_store, cluster, tmp_path):
     root = tmp_path / "killed"
     killed: dict = {}
-    killer = threading.Thread(target=_kill_a_worker_in_a_unit, args=(cluster.scheduler_address, killed))
+    groups = StartedGroups()
+    killer = threading.Thread(target=_kill_a_worker_in_a_unit, args=(cluster.scheduler_address, groups, killed))
     killer.start()
-    api.run(SPEC, store=api.open_store(root), device="cpu", executor="dask",
+    api.run(SPEC, store=api.open_store(root), device="cpu", executor="dask", reporter=groups,
             executor_options=ExecutorOptions(scheduler=cluster.scheduler_address))
     killer.join()
     assert killed, "no unit was ever seen running"
+    assert groups.started[killed["group"]] == 2, groups.started  # the killed unit started again, once
     assert any(key.startswith("genbench-") for key in killed["keys"])
     with Client(cluster.scheduler_address) as client:
         assert killed["pid"] not in client.run(os.getpid).values()  # that process is gone
@@ -194,6 +212,7 @@ def test_local_reports_failed_units_by_name_and_finishes_the_rest():
 
 # ---------------------------------------------------------------- cluster files
 def test_the_slurm_file_makes_a_slurm_job_script():
+    pytest.importorskip("dask_jobqueue")
     kind, arguments = load_cluster_file(CLUSTERS / "slurm.toml")
     assert kind == "slurm"
     cluster = make_cluster(kind, {**arguments, "scheduler_options": {"dashboard_address": ":0"}})
@@ -295,7 +314,7 @@ def test_an_unreachable_scheduler_is_a_usage_error():
             pass
 
 
-def test_an_engine_on_workers_sizes_ensembles_to_the_smallest_worker(cluster, tmp_path):
+def test_an_engine_on_workers_shares_the_hosts_memory_budget(cluster, tmp_path):
     from genbench.engine import Engine
     from genbench.store import Store
     from genbench.training.memory import default_budget
@@ -305,8 +324,46 @@ def test_an_engine_on_workers_sizes_ensembles_to_the_smallest_worker(cluster, tm
     with Store(tmp_path / "store") as store, Engine(store, device="cpu", executor="dask",
                                                     executor_options=ExecutorOptions(scheduler=cluster.scheduler_address)) as engine:
         engine.pool()
-        expected = min(default_budget(torch.device("cpu")), limit // 2)
+        # both workers run on this host and share its RAM: half of it each, at most half a worker's limit
+        expected = min(default_budget(torch.device("cpu")) // 2, limit // 2)
         # the available RAM moves between the two reads: the budget is the worker's half or close to the RAM's
         assert engine.training.memory_budget == engine.evaluation.memory_budget
         assert abs(engine.training.memory_budget - expected) <= max(1, expected // 20)
         assert engine.training.memory_budget <= limit // 2
+
+
+def test_a_malformed_scheduler_address_is_a_usage_error():
+    from genbench.executors import DaskExecutor
+
+    with pytest.raises(UsageError, match="is not a dask scheduler address"):
+        with DaskExecutor().open(ExecutorOptions(scheduler="tcp://127.0.0.1:x", connect_timeout=1.0)):
+            pass
+
+
+def _broken_unit(unit, emit, progress, **kwargs):
+    raise RuntimeError("this unit is broken")
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_a_failed_unit_is_named_and_the_command_exits_1(stage, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import genbench.engine.evaluate
+    import genbench.engine.train
+    from genbench.cli.main import app
+
+    store = str(tmp_path / "store")
+    grid = ["--dataset", "digits", "--model", "mlp", "--width", "16", "--levels", "0,1", "--seeds", "0,1,2",
+            "--lr", "0.1", "--schedule", "constant", "--max-steps", "200", "--measure", "params", "--store", store,
+            "--format", "csv", "--device", "cpu"]
+    if stage == "evaluate":
+        assert CliRunner().invoke(app, ["run", *grid, "--no-evaluate"]).exit_code == 0
+        monkeypatch.setattr(genbench.engine.evaluate, "evaluate_unit", _broken_unit)
+        args = ["evaluate", "--measure", "params", "--store", store, "--format", "csv"]
+    else:
+        monkeypatch.setattr(genbench.engine.train, "train_unit", _broken_unit)
+        args = ["run", *grid]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "failed: RuntimeError: this unit is broken" in result.output
+    assert "units of work failed" in result.output

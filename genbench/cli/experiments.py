@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -73,6 +74,8 @@ def executor_choice(
 ) -> ExecutorChoice:
     """The executor the flags ask for: ``--workers``, ``--scheduler`` and ``--cluster`` imply dask
     and belong to it alone; an unknown name is exit 4 (the registry's error)."""
+    if executor is not None and executor != "dask" and scheduler and scheduler == os.environ.get("GENBENCH_SCHEDULER"):
+        scheduler = None  # an explicit other executor wins over the environment's scheduler
     dask_flags = [flag for flag, value in (("--workers", workers), ("--scheduler", scheduler), ("--cluster", cluster)) if value]
     name = executor or ("dask" if dask_flags else "local")
     registry("executors").get(name)
@@ -80,6 +83,8 @@ def executor_choice(
         raise UsageError(f"{dask_flags[0]} is an option of the dask executor, not of --executor {name}")
     if scheduler and cluster:
         raise UsageError("--scheduler joins a running cluster and --cluster starts one: give one of them")
+    if scheduler and workers:
+        raise UsageError("--workers starts a cluster of that many workers and --scheduler joins a running one: give one of them")
     return ExecutorChoice(name, ExecutorOptions(workers=workers, scheduler=scheduler or None, cluster=cluster, retries=retries))
 
 
@@ -422,4 +427,5 @@ def register(app: typer.Typer) -> None:
         print_board(api.leaderboard(target, run_ids=run_ids), fmt)
         statuses = list(values["status"]) if len(values) else []
         stages = [d.get("stage") if st == "failed" else None for d, st in zip(values["details"], statuses)] if len(values) else []
+        _exit_for_failed_units([failure.exit_code for failure in values.attrs.get("failed_units", [])])
         exit_for_failed_values(statuses, stages)

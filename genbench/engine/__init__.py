@@ -78,14 +78,17 @@ class Engine:
 
     def pool(self) -> Pool:
         """The executor's pool, opened on first use (a dask cluster starts here) and kept open.
-        Without a memory budget of its own, an engine training on the CPU of workers with a memory
-        limit sizes ensembles to half of the smallest worker's limit (as it sizes them to half the
-        available RAM in this process)."""
+        Without a memory budget of its own, an engine whose units run in other processes sizes
+        ensembles to its device's budget shared by the workers of one host, and on the CPU to at
+        most half the smallest worker's memory limit (as it uses half the available RAM in this
+        process)."""
         if self._pool is None:
             self._pool = self._pool_exit.enter_context(self.executor.open(self.executor_options))
-            limit = self._pool.memory_limit
-            if self.memory_budget is None and limit and self.device.type == "cpu":
-                budget = min(default_budget(self.device), limit // 2)
+            if self.memory_budget is None and not self._pool.in_process:
+                budget = default_budget(self.device) // max(1, self._pool.workers_per_host)
+                limit = self._pool.memory_limit
+                if limit and self.device.type == "cpu":
+                    budget = min(budget, limit // 2)
                 self.training.memory_budget = self.evaluation.memory_budget = budget
         return self._pool
 
@@ -103,7 +106,7 @@ class Engine:
 
     def train(self, runs: list[RunSpec]) -> TrainSummary:
         """Train the runs the store lacks."""
-        return self.training.train(runs, self.pool())
+        return self.training.train(runs, self.pool)
 
     def evaluate(self, measures: list[tuple[Any, Options]], run_ids: list[str] | None = None) -> list[MeasureValue]:
         """Compute every (measure, options) on every run that lacks it; return the new values
@@ -113,7 +116,7 @@ class Engine:
     def evaluate_summary(
         self, measures: list[tuple[Any, Options]], run_ids: list[str] | None = None
     ) -> EvaluationSummary:
-        return self.evaluation.evaluate(measures, self.pool(), run_ids)
+        return self.evaluation.evaluate(measures, self.pool, run_ids)
 
     def context(
         self, run: RunSpec, result: RunResult, measure: Any, stand_in_error: type[Exception] | None = None

@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 import functools
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -72,7 +72,7 @@ class ShippedCheckpoints:
         data = item["checkpoints"].get(which)
         if data is None:
             raise StoreError(item["errors"].get(which) or f"checkpoint {which} of run {run_id} was not sent")
-        return checkpoint_from_bytes(data, f"{which} of run {run_id}")
+        return checkpoint_from_bytes(data, item["paths"][which])  # named as the store names it
 
 
 class RunContext:
@@ -159,8 +159,10 @@ class EvaluateStage:
     def run_context(self, run: RunSpec, result: RunResult, load_initial: bool = True) -> RunContext:
         return RunContext(run, result, self.data.prepare(run), self.store, self.device, load_initial, self.memory_budget)
 
-    def evaluate(self, measures: list[tuple[Any, Options]], pool: Pool, run_ids: list[str] | None = None) -> EvaluationSummary:
-        """Compute every (measure, options) on every run that lacks it; return what was stored."""
+    def evaluate(self, measures: list[tuple[Any, Options]], open_pool: Callable[[], Pool],
+                 run_ids: list[str] | None = None) -> EvaluationSummary:
+        """Compute every (measure, options) on every run that lacks it, on the pool ``open_pool()``
+        gives (opened only when there is something to compute); return what was stored."""
         todos = []
         for measure, options in measures:
             try:
@@ -179,6 +181,7 @@ class EvaluateStage:
         summary = EvaluationSummary()
         if not total:
             return summary
+        pool = open_pool()
         batches = [runs[start : start + RUNS_PER_BATCH] for runs in work.values() for start in range(0, len(runs), RUNS_PER_BATCH)]
         runs_by_id = {run.run_id: run for batch in batches for run, _, _ in batch}
         parts = evaluation_units(batches)
@@ -221,7 +224,8 @@ class EvaluateStage:
         runs = []
         for run, result, todos in batch:
             item = {"spec": run.canonical(), "result": result.model_dump_json(), "todos": [t.plain() for t in todos],
-                    "checkpoints": {}, "errors": {}}
+                    "checkpoints": {}, "errors": {},
+                    "paths": {which: str(self.store.checkpoint_path(run.run_id, which)) for which in ("init", "final")}}
             if ship and result.status != "diverged":
                 wanted = ("init", "final") if any("init_weights" in t.measure.requires for t in todos) else ("final",)
                 for which in wanted:

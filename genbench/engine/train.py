@@ -108,6 +108,7 @@ def train_unit(unit: dict[str, Any], emit: Emit, progress: Progress, data: DataC
     and result as JSON and its checkpoints as safetensors bytes. ``data`` is the caller's dataset
     cache (a fresh one when None)."""
     runs = [RunSpec.model_validate_json(text) for text in unit["runs"]]
+    progress("started", [run.run_id for run in runs])
     data = data or DataCache(unit["data_dir"])
     device = torch.device(unit["device"])
     datasets = [data.prepare(run) for run in runs]
@@ -127,7 +128,6 @@ def train_unit(unit: dict[str, Any], emit: Emit, progress: Progress, data: DataC
             "final": checkpoint_bytes(outcome.final_state),
         })
 
-    progress("started", [run.run_id for run in runs])
     trainer.fit(
         inputs,
         labels,
@@ -146,7 +146,9 @@ class TrainStage:
         self.store, self.data, self.device, self.reporter = store, data, device, reporter
         self.memory_budget = memory_budget
 
-    def train(self, runs: list[RunSpec], pool: Pool) -> TrainSummary:
+    def train(self, runs: list[RunSpec], open_pool: Callable[[], Pool]) -> TrainSummary:
+        """Train the runs the store lacks on the pool ``open_pool()`` gives (opened only when there
+        is something to train)."""
         stored = self.store.finished_ids(r.run_id for r in runs)
         # a stored run whose checkpoint files are gone or empty is trained again, not skipped
         done = self.store.checkpoints_present(stored)
@@ -156,6 +158,7 @@ class TrainStage:
             return summary
         # sizing builds every group's model on its dataset, so a model that cannot take
         # the dataset's inputs fails here, before anything trains
+        pool = open_pool()  # before sizing: a pool of workers sets the memory budget
         groups = group_runs(missing, self._members_that_fit)
         by_id = {run.run_id: run for run in missing}
         self.reporter.start_training(len(missing), sum(r.train.max_steps for r in missing))
