@@ -9,6 +9,7 @@ Built-in components always load: they register through the same hooks.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata as metadata
 import os
@@ -152,6 +153,13 @@ def load_plugins(entry_points: list[metadata.EntryPoint] | None = None) -> Plugi
             if _strict():
                 raise PluginError(f"plugin {point.name}: {record.error}") from exc
             _warn(f"plugin {point.name} ({record.distribution} {record.version}) {record.error}")
+            continue
+        for hook_name in _unknown_hooks(manager, module):
+            message = f"implements {hook_name}, which is not a genbench hook{_hook_hint(hook_name)}; it is ignored"
+            record.error = message if record.error is None else f"{record.error}; {message}"
+            if _strict():
+                raise PluginError(f"plugin {point.name} ({record.distribution} {record.version}) {message}")
+            _warn(f"plugin {point.name} ({record.distribution} {record.version}) {message}")
 
     registries = {key: Registry[Any](noun) for key, noun in HOOKS.values()}
     for hook_name, (key, noun) in HOOKS.items():
@@ -164,6 +172,22 @@ def load_plugins(entry_points: list[metadata.EntryPoint] | None = None) -> Plugi
             record = builtin if plugin_name in BUILTIN_MODULES else by_name[plugin_name.split(":", 1)[1]]
             _call_hook(implementation.function, hook_name, registries[key], key, record)
     return Plugins(registries=registries, records=records)
+
+
+def _unknown_hooks(manager: pluggy.PluginManager, plugin: Any) -> list[str]:
+    """The names of the functions ``plugin`` marks with ``@hookimpl`` that no genbench hookspec
+    declares (a misspelled hook, which pluggy would otherwise keep silently pending)."""
+    unknown = []
+    for name, caller in vars(manager.hook).items():
+        if isinstance(caller, pluggy.HookCaller) and not caller.has_spec():
+            if any(implementation.plugin is plugin for implementation in caller.get_hookimpls()):
+                unknown.append(name)
+    return sorted(unknown)
+
+
+def _hook_hint(name: str) -> str:
+    close = difflib.get_close_matches(name, list(HOOKS), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _call_hook(

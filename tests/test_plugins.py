@@ -61,6 +61,14 @@ def register_measures(register):
     raise RuntimeError("boom in the hook")
 '''
 
+MISSPELLED_HOOK = '''
+import genbench
+
+@genbench.hookimpl
+def register_measure(register):
+    raise AssertionError("a hook genbench does not declare is never called")
+'''
+
 
 @pytest.fixture(autouse=True)
 def clean_plugin_state(monkeypatch):
@@ -197,6 +205,24 @@ def test_plugin_whose_hook_raises_costs_one_warning_line(make_plugin, capsys):
     assert {"before-measure", "after-measure"} <= set(measures.names())
     assert BUILTIN_MEASURES <= set(measures.names())
     assert record_of(plugins, "before").status == record_of(plugins, "after").status == "loaded"
+
+
+def test_a_misspelled_hook_costs_one_warning_line_naming_it(make_plugin, capsys):
+    plugins = load_plugins(entry_points=[make_plugin("typo", MISSPELLED_HOOK), good(make_plugin, "fine", "fine-measure")])
+
+    lines = warning_lines(capsys.readouterr().err)
+    assert len(lines) == 1
+    assert "plugin typo" in lines[0] and "implements register_measure, which is not a genbench hook" in lines[0]
+    assert "did you mean register_measures?" in lines[0]
+    record = record_of(plugins, "typo")
+    assert record.registered == {} and "register_measure" in record.error
+    assert "fine-measure" in plugins.registry("measures")
+
+
+def test_a_misspelled_hook_is_an_error_in_strict_mode(make_plugin, monkeypatch):
+    monkeypatch.setenv("GENBENCH_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="plugin typo .*implements register_measure, which is not a genbench hook"):
+        load_plugins(entry_points=[make_plugin("typo", MISSPELLED_HOOK)])
 
 
 def test_strict_mode_reraises_a_hook_failure(make_plugin, monkeypatch):
