@@ -46,17 +46,18 @@ def fresh_copy(trained, tmp_path):
 
 
 class CountingContexts(BaseMeasure):
-    """Records the cache object and generator draw it sees on every run."""
+    """Records the cache object it sees on every run (the object itself, so that the caches of runs
+    evaluated one after another stay alive and no two share an id)."""
 
     name = "counting-contexts"
     version = "1"
 
     def __init__(self) -> None:
-        self.seen: list[tuple[str, int]] = []
+        self.seen: list[tuple[str, dict]] = []
 
     def compute(self, ctx, options):
         ctx.cached("counting", lambda: len(self.seen))
-        self.seen.append((ctx.spec.run_id, id(ctx.cache)))
+        self.seen.append((ctx.spec.run_id, ctx.cache))
         return float(torch.rand(1, generator=ctx.generator))
 
 
@@ -69,8 +70,8 @@ def test_the_measures_of_a_run_share_one_cache_and_each_run_has_its_own(trained,
     first, second = CountingContexts(), ReadsCache()
     Engine(store, device="cpu").evaluate([(first, first.Options()), (second, second.Options())])
     caches = dict(first.seen)
-    assert dict(second.seen) == caches  # the same cache object for both measures of a run
-    assert len(set(caches.values())) == len(runs)  # one per run
+    assert {run: id(cache) for run, cache in second.seen} == {run: id(cache) for run, cache in caches.items()}
+    assert len({id(cache) for cache in caches.values()}) == len(runs)  # one per run
 
 
 def test_evaluating_the_same_store_twice_in_one_process_gives_identical_values(trained, tmp_path):

@@ -402,3 +402,24 @@ def test_cli_list_unknown_kind_is_one_error_line(cli_with):
     lines = warning_lines(result.output)
     assert len(lines) == 1
     assert "nonsense" in lines[0] and "measures" in lines[0]
+
+
+def test_an_exception_inside_a_corruption_is_one_line_naming_it_and_the_run(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from genbench.cli.main import app
+    from genbench.plugins import registry as the_registry
+
+    corruption = the_registry("corruptions").get("labels")
+
+    def apply(*args, **kwargs):
+        raise RuntimeError("boom in apply")
+
+    monkeypatch.setattr(type(corruption), "apply", apply)
+    store = tmp_path / "store"
+    result = CliRunner().invoke(app, ["run", "--model", "mlp", "--levels", "0.5", "--seeds", "0", "--store", str(store)])
+    assert result.exit_code == 7, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert "corruption 'labels' (genbench" in lines[0] and "failed on run" in lines[0] and "RuntimeError: boom in apply" in lines[0]
+    assert not store.exists()  # rejected before the store is made

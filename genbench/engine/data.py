@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any, Callable, TypeVar
 
 import torch
 
 from genbench.datasets import Dataset, load_dataset
 from genbench.engine.resolve import validated_options
+from genbench.errors import GenbenchError, PluginError
 from genbench.plugins import registry
 from genbench.schemas import RunSpec, TrainConfig, content_hash
 from genbench.training import Trainer, trainer_for
+
+T = TypeVar("T")
 
 
 class DataCache:
@@ -44,13 +48,32 @@ class DataCache:
         return dataset
 
 
+def guarded(kind: str, name: str, component: Any, run: RunSpec, call: Callable[[], T]) -> T:
+    """``call()``, with an exception raised inside a component (a plugin's, or a built-in's) turned
+    into one PluginError line naming the component, where it came from, and the run; genbench's
+    own errors pass as they are (``GENBENCH_RAISE_ERRORS=1`` shows the traceback of the cause)."""
+    try:
+        return call()
+    except GenbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line, exit 7
+        origin = getattr(component, "origin", None)
+        text = str(exc).strip()
+        reason = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+        raise PluginError(f"{kind} {name!r}{f' ({origin})' if origin else ''} failed on run {run.run_id}: {reason}") from exc
+
+
 def prepare_data(run: RunSpec, data_dir: str | None = None) -> Dataset:
     """The run's dataset with its corruption applied (deterministic in the spec; not cached)."""
     factory = registry("datasets").get(run.dataset.name)
-    dataset = load_dataset(factory, validated_options("datasets", run.dataset), data_dir)
+    options = validated_options("datasets", run.dataset)
+    dataset = guarded("dataset", run.dataset.name, factory, run, lambda: load_dataset(factory, options, data_dir))
     corruption = registry("corruptions").get(run.corruption.name)
-    options = validated_options("corruptions", run.corruption)
-    return corruption.apply(dataset, run.corruption.level, run.corruption.seed, options, run.test_labels)
+    settings = validated_options("corruptions", run.corruption)
+    return guarded(
+        "corruption", run.corruption.name, corruption, run,
+        lambda: corruption.apply(dataset, run.corruption.level, run.corruption.seed, settings, run.test_labels),
+    )
 
 
 def run_trainer(
