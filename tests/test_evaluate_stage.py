@@ -328,3 +328,33 @@ def test_a_run_whose_data_cannot_be_prepared_fails_its_values_and_exits_with_the
     values = store.measure_values()
     assert set(values.loc[values["status"] == "failed", "run_id"]) == {broken}
     assert (values["status"] == "ok").sum() == len(runs) - 1
+
+
+class AlwaysRaises(BaseMeasure):
+    name = "always-raises"
+    version = "1"
+
+    def compute(self, ctx, options):
+        raise RuntimeError("boom")
+
+
+class Warnings:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.lines.append(message)
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def test_a_failing_measure_is_summarized_in_one_line_per_measure(trained, tmp_path):
+    store, runs = fresh_copy(trained, tmp_path)
+    measure, reporter = AlwaysRaises(), Warnings()
+    Engine(store, device="cpu", reporter=reporter).evaluate([(measure, measure.Options())])
+    n = len(runs)
+    [line] = reporter.lines  # one line for the measure, not one per run
+    head = f"measure always-raises failed on {n} of {n} runs: RuntimeError: boom ({n} of them, first on run "
+    assert line.startswith(head) and line.endswith(")")
+    assert line[len(head):-1] in {run.run_id for run in runs}

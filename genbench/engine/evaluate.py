@@ -7,7 +7,7 @@ with its kind, whether its options are the measure's defaults, and its status.
 
 A failure stays where it happens: a run whose checkpoint is missing or unreadable fails that run's
 values with the reason (one warning line per run); a measure that raises or returns NaN fails that
-value (one warning line per measure, at the end, with the number of runs); a diverged run is skipped
+value (one warning line per measure, at the end: how many of its runs failed, the most common reason); a diverged run is skipped
 by every measure with the reason recorded; a unit that does not finish (its worker died on every
 try) fails nothing it did not store and is named in a warning. Failed values are computed again
 next time; skipped ones are not (the run will not change).
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 import functools
 from typing import Any, Callable, Protocol
@@ -238,17 +238,25 @@ class EvaluateStage:
                 "memory_budget": self.memory_budget}
 
     def _warn_failures(self, summary: EvaluationSummary, origins: dict[str, Any]) -> None:
-        """One line per measure that failed, with how many runs and its first reason (store failures
-        were reported per run already)."""
+        """One line per measure that failed: on how many of the runs it was computed on, and the
+        most common reason (with the run it first failed on). Store failures were reported per run
+        already."""
+        computed: dict[str, int] = defaultdict(int)
+        for value in summary.values:
+            computed[value.measure] += 1
         failures: dict[str, list[MeasureValue]] = defaultdict(list)
         for value in summary.failed:
             if value.details.get("stage") != "store":
                 failures[value.measure].append(value)
         for measure, values in failures.items():
             origin = f" ({origins[measure]})" if origins.get(measure) else ""
+            reasons = Counter(value.error for value in values)
+            reason, count = reasons.most_common(1)[0]
+            first = next(value.run_id for value in values if value.error == reason)
+            others = f"; {len(reasons) - 1} other reasons" if len(reasons) > 1 else ""
             self.reporter.warn(
-                f"measure {measure}{origin} failed on {len(values)} run{'s' if len(values) != 1 else ''} "
-                f"(first: run {values[0].run_id}: {values[0].error})"
+                f"measure {measure}{origin} failed on {len(values)} of {computed[measure]} runs: {reason} "
+                f"({count} of them, first on run {first}{others})"
             )
 
 
