@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -16,7 +15,6 @@ from genbench.choices import RUN_FORMATS as FORMATS
 from genbench.cli.common import (
     check_choice,
     exit_for_failed_values,
-    fail,
     handle_errors,
     parse_assignment,
     parse_floats,
@@ -29,7 +27,17 @@ from genbench.cli.common import (
 from genbench.cli.leaderboard import print_board
 from genbench.cli.preflight import check_trainable
 from genbench.cli.progress import RichReporter
-from genbench.errors import ExitCode, SpecError, StoreError, UsageError
+from genbench.errors import SpecError, StoreError, UsageError
+from genbench.cli.executor_options import (
+    ClusterOption,
+    ExecutorChoice,
+    ExecutorOption,
+    RetriesOption,
+    SchedulerOption,
+    WorkersOption,
+    executor_choice,
+    exit_for_failed_units,
+)
 from genbench.executors import ExecutorOptions
 from genbench.plugins import registry
 from genbench.schemas import ComponentRef, ExperimentSpec, TrainConfig, parse_spec
@@ -48,46 +56,6 @@ StoreOption = typer.Option(
 DeviceOption = typer.Option(None, "--device", help=with_default("torch device", "cuda when present, else cpu"))
 DataDirOption = typer.Option(None, "--data-dir", envvar="GENBENCH_DATA", help="folder with downloaded datasets")
 FormatOption = typer.Option("table", "--format", "-f", help=" | ".join(FORMATS))
-ExecutorOption = typer.Option(
-    None, "--executor", help=with_default("where units of work run: local | dask", "dask with --workers, --scheduler or --cluster, else local")
-)
-WorkersOption = typer.Option(None, "--workers", min=1, help=with_default("dask worker processes (one torch thread each)", "the machine's cores"))
-SchedulerOption = typer.Option(
-    None, "--scheduler", envvar="GENBENCH_SCHEDULER", metavar="tcp://HOST:PORT", help="join a running dask scheduler"
-)
-ClusterOption = typer.Option(
-    None, "--cluster", metavar="FILE", help="TOML file describing a dask cluster to start (kind = slurm | kubernetes | local)"
-)
-RetriesOption = typer.Option(2, "--retries", min=0, help=with_default("times a unit whose dask worker died is started again", "2"))
-
-
-@dataclass(frozen=True)
-class ExecutorChoice:
-    """The executor a command runs its units on, and its options."""
-
-    name: str
-    options: ExecutorOptions
-
-
-def executor_choice(
-    executor: str | None, workers: int | None, scheduler: str | None, cluster: Path | None, retries: int
-) -> ExecutorChoice:
-    """The executor the flags ask for: ``--workers``, ``--scheduler`` and ``--cluster`` imply dask
-    and belong to it alone; an unknown name is exit 4 (the registry's error)."""
-    if executor is not None and executor != "dask" and scheduler and scheduler == os.environ.get("GENBENCH_SCHEDULER"):
-        scheduler = None  # an explicit other executor wins over the environment's scheduler
-    dask_flags = [flag for flag, value in (("--workers", workers), ("--scheduler", scheduler), ("--cluster", cluster)) if value]
-    name = executor or ("dask" if dask_flags else "local")
-    registry("executors").get(name)
-    if name != "dask" and dask_flags:
-        raise UsageError(f"{dask_flags[0]} is an option of the dask executor, not of --executor {name}")
-    if scheduler and cluster:
-        raise UsageError("--scheduler joins a running cluster and --cluster starts one: give one of them")
-    if scheduler and workers:
-        raise UsageError("--workers starts a cluster of that many workers and --scheduler joins a running one: give one of them")
-    return ExecutorChoice(name, ExecutorOptions(workers=workers, scheduler=scheduler or None, cluster=cluster, retries=retries))
-
-
 def _check_format(fmt: str) -> str:
     return check_choice(fmt, FORMATS, "--format")
 
@@ -270,13 +238,6 @@ def _print_plan(spec: ExperimentSpec, runs, measures, store: Optional[Path], eva
         stdout.print(line, markup=False, highlight=False)
 
 
-def _exit_for_failed_units(codes: list[int]) -> None:
-    """After the leaderboard: one line and the first failure's exit code when units of work failed
-    (each was named in a warning as it failed; what they did not store is done again next time)."""
-    if codes:
-        raise fail(f"{len(codes)} units of work failed (their runs and values are done again next time)", ExitCode(codes[0]))
-
-
 #: A grid of more runs than this is trained only with ``--yes``.
 LARGE_GRID = 10_000
 
@@ -324,7 +285,7 @@ def _train_evaluate_and_rank(
             stages = [v.details.get("stage") if v.status == "failed" else None for v in evaluation.values]
             unit_codes += [failure.exit_code for failure in evaluation.failed_units]
     print_board(api.leaderboard(target, run_ids=[r.run_id for r in runs]), fmt)
-    _exit_for_failed_units(unit_codes)
+    exit_for_failed_units(unit_codes)
     exit_for_failed_values(statuses, stages)
 
 
@@ -427,5 +388,5 @@ def register(app: typer.Typer) -> None:
         print_board(api.leaderboard(target, run_ids=run_ids), fmt)
         statuses = list(values["status"]) if len(values) else []
         stages = [d.get("stage") if st == "failed" else None for d, st in zip(values["details"], statuses)] if len(values) else []
-        _exit_for_failed_units([failure.exit_code for failure in values.attrs.get("failed_units", [])])
+        exit_for_failed_units([failure.exit_code for failure in values.attrs.get("failed_units", [])])
         exit_for_failed_values(statuses, stages)
