@@ -10,6 +10,7 @@ import torch
 from genbench.datasets import Dataset, load_dataset
 from genbench.engine.resolve import validated_options
 from genbench.errors import GenbenchError, PluginError
+from genbench.executors import first_line
 from genbench.plugins import registry
 from genbench.schemas import RunSpec, TrainConfig, content_hash
 from genbench.training import Trainer, trainer_for
@@ -58,9 +59,7 @@ def guarded(kind: str, name: str, component: Any, run: RunSpec, call: Callable[[
         raise
     except Exception as exc:  # noqa: BLE001 - one line, exit 7
         origin = getattr(component, "origin", None)
-        text = str(exc).strip()
-        reason = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-        raise PluginError(f"{kind} {name!r}{f' ({origin})' if origin else ''} failed on run {run.run_id}: {reason}") from exc
+        raise PluginError(f"{kind} {name!r}{f' ({origin})' if origin else ''} failed on run {run.run_id}: {first_line(exc)}") from exc
 
 
 def prepare_data(run: RunSpec, data_dir: str | None = None) -> Dataset:

@@ -145,9 +145,6 @@ class _Pending:
     seconds: float
 
 
-_first_line = first_line
-
-
 class EvaluateStage:
     """Evaluates measures on stored runs (see the module docstring): the driver's part, which finds
     what is missing, sends one unit per batch of a group's runs, and stores what comes back."""
@@ -332,7 +329,7 @@ class _UnitEvaluator:
             batch.train()
         except Exception as exc:  # noqa: BLE001 - the batch's values fail, the stage goes on
             for item in pending:
-                self._record(item.run, item.todo, None, f"retraining failed: {_first_line(exc)}", item.seconds)
+                self._record(item.run, item.todo, None, f"retraining failed: {first_line(exc)}", item.seconds)
             return
         for item in pending:
             self.progress("evaluating", [item.todo.measure.name, item.run.run_id])
@@ -344,7 +341,7 @@ class _UnitEvaluator:
             except NotApplicable as exc:
                 outcome, error, status = None, f"skipped: {exc}", "skipped"
             except Exception as exc:  # noqa: BLE001 - one broken measure must not lose the others
-                outcome, error, status = None, _first_line(exc), None
+                outcome, error, status = None, first_line(exc), None
             seconds = item.seconds + time.perf_counter() - started + batch.seconds(item.ticket)
             self._record(item.run, item.todo, outcome, error, seconds, status=status)
 
@@ -359,7 +356,7 @@ class _UnitEvaluator:
             context = RunContext(run, result, self.data.prepare(run), self.checkpoints, self.device, load_initial,
                                  self.memory_budget)
         except Exception as exc:  # noqa: BLE001 - a damaged run fails its own values only
-            reason = _first_line(exc)
+            reason = first_line(exc)
             self.progress("run-failed", [run.run_id, reason])
             stage = "store" if isinstance(exc, StoreError) else "data"
             for todo in todos:
@@ -380,7 +377,7 @@ class _UnitEvaluator:
                 self._record(run, todo, None, f"skipped: {exc}", time.perf_counter() - started, status="skipped")
                 continue
             except Exception as exc:  # noqa: BLE001 - one broken measure must not lose the others
-                outcome, error = None, _first_line(exc)
+                outcome, error = None, first_line(exc)
             self._record(run, todo, outcome, error, time.perf_counter() - started)
         return pending
 
@@ -404,7 +401,7 @@ class _UnitEvaluator:
             record = _value(run, todo, value, error, seconds, details, status)
             text = record.model_dump_json()
         except Exception as exc:  # noqa: BLE001 - e.g. details the store cannot hold: a failed value
-            record = _value(run, todo, math.nan, f"the measure's outcome cannot be stored: {_first_line(exc)}",
+            record = _value(run, todo, math.nan, f"the measure's outcome cannot be stored: {first_line(exc)}",
                             seconds, {}, None)
             text = record.model_dump_json()
         self.emit({"value": text})
