@@ -21,6 +21,7 @@ import pluggy
 
 from genbench import hookspecs
 from genbench.errors import GenbenchError, PluginError
+from genbench.protocols import problems
 from genbench.registry import Origin, Registry
 
 ENTRY_POINT_GROUP = "genbench"
@@ -199,6 +200,10 @@ def _call_hook(
 ) -> None:
     def register(component: Any) -> None:
         name = getattr(component, "name", None)
+        found = problems(key, component)
+        if found:
+            _refuse(record, registry.kind, name, found)
+            return
         registry.add(name, component, record.origin)
         try:
             component.origin = record.origin
@@ -216,6 +221,19 @@ def _call_hook(
         message = str(exc) if isinstance(exc, GenbenchError) else _describe(exc)
         record.status, record.error = "failed", f"failed in {hook_name}: {message}"
         _warn(f"{record.origin} {record.error}")
+
+
+def _refuse(record: PluginRecord, noun: str, name: Any, found: list[str]) -> None:
+    """Refuse a component that breaks its kind's protocol: one warning line naming the plugin, its
+    distribution, the component and the first broken rule (an error for a built-in, and under
+    GENBENCH_STRICT_PLUGINS=1); the plugin's other components are kept."""
+    label = f"{noun} {name!r}" if isinstance(name, str) and name else f"a {noun} without a name"
+    more = f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
+    message = f"{label} is refused: {found[0]}{more}"
+    if record.name == "genbench" or _strict():
+        raise PluginError(f"{record.origin} registered {message}")
+    record.error = message if record.error is None else f"{record.error}; {message}"
+    _warn(f"{record.origin} registered {message}")
 
 
 _current: Plugins | None = None

@@ -75,6 +75,28 @@ def prepare_data(run: RunSpec, data_dir: str | None = None) -> Dataset:
     )
 
 
+class GuardedModel:
+    """A model factory whose calls into the component (``build``, and a closed-form model's
+    ``fit``, ``initial`` and ``from_state``) are :func:`guarded`: an exception inside one is one
+    line naming the model, its origin and ``run``. Every other attribute is the factory's."""
+
+    CALLS = ("build", "fit", "initial", "from_state")
+
+    def __init__(self, factory: Any, run: RunSpec) -> None:
+        self._factory, self._run = factory, run
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._factory, name)
+        if name not in self.CALLS or not callable(value):
+            return value
+        factory, run = self._factory, self._run
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return guarded("model", factory.name, factory, run, lambda: value(*args, **kwargs))
+
+        return call
+
+
 def run_trainer(
     run: RunSpec,
     dataset: Dataset,
@@ -86,7 +108,7 @@ def run_trainer(
     recipe ``train``; default the dataset's classes and the run's recipe)."""
     factory = registry("models").get(run.model.name)
     return trainer_for(
-        factory,
+        GuardedModel(factory, run),
         validated_options("models", run.model),
         dataset.input_shape,
         dataset.num_classes if num_classes is None else num_classes,

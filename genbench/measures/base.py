@@ -13,10 +13,10 @@ from pydantic import Field
 from torch import nn
 
 from genbench.errors import MeasureError
+from genbench.protocols import REQUIREMENTS
 from genbench.schemas import Options, RunSpec, TrainConfig, TrainingRecord, content_hash
 
 MeasureKind = Literal["complexity", "capability"]
-REQUIREMENTS = frozenset({"init_weights", "train_data", "training_log", "retrain"})
 
 
 class NoOptions(Options):
