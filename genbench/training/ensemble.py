@@ -126,9 +126,10 @@ class _Layout:
                 self.cohorts.append(member.cohort)
                 self.spans.append((position, position + 1))
         device = train_indices.device
-        self.member_cohort = torch.tensor(
-            [g for g, (start, end) in enumerate(self.spans) for _ in range(start, end)], device=device
-        )
+        #: each member's cohort, on the host (indexes the host-side augmentation draws without a
+        #: readback from the device) and on the device
+        self.member_cohort_host = torch.tensor([g for g, (start, end) in enumerate(self.spans) for _ in range(start, end)])
+        self.member_cohort = self.member_cohort_host.to(device)
         self.rows = train_indices[torch.tensor([cohorts[c].row for c in self.cohorts], device=device)]
 
 
@@ -314,7 +315,7 @@ class _Fit:
             generators = [self.cohorts[c].augment_generator for c in layout.cohorts]
             offsets, flips = augment_draws(generators, batch.shape[1], config.augment_padding)
             if self.per_member_inputs:
-                offsets, flips = offsets[layout.member_cohort.cpu()], flips[layout.member_cohort.cpu()]
+                offsets, flips = offsets[layout.member_cohort_host], flips[layout.member_cohort_host]
             x = augment_apply(x, config.augment_padding, offsets, flips)
         return x, y
 
