@@ -6,6 +6,13 @@
     genbench.evaluate(["rademacher"], store=store)
     store.runs(), store.measure_values()         # pandas DataFrames
     genbench.leaderboard(store)                  # a DataFrame
+
+``run`` and ``evaluate`` show their progress (``progress=``): by default a rich progress bar in a
+notebook or a terminal and a plain line every 10 s when stderr is neither (a log file, a cluster
+job); ``progress=False`` is silent; a callable gets every ``ProgressEvent`` (stage, kind, done,
+total, detail, elapsed, eta, groups, members) instead:
+
+    genbench.run(spec, progress=lambda e: print(e.stage, e.done, e.total, e.eta))
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from genbench.executors import ExecutorOptions
 from genbench.errors import StoreError
 from genbench.plugins import registry
 from genbench.report.leaderboard import board_frame
+from genbench.report.progress import ProgressEvent, ProgressLike, progress_reporter
 from genbench.scoring.board import score_board
 from genbench.scoring.bootstrap import REPLICATES
 from genbench.scoring.selection import select_runs, slices
@@ -57,6 +65,12 @@ def measure_refs(measures: Iterable[str | dict | ComponentRef] | None) -> list[C
     return [m if isinstance(m, ComponentRef) else ComponentRef.model_validate(m) for m in measures]
 
 
+def _reporter(reporter: Any, progress: ProgressLike) -> Any:
+    """``reporter`` when given (an object of the engine's reporter protocol), else the reporter
+    ``progress`` asks for (see ``genbench.report.progress.progress_reporter``)."""
+    return reporter if reporter is not None else progress_reporter(progress)
+
+
 def run(
     spec: SpecLike = None,
     store: StoreLike = None,
@@ -66,14 +80,25 @@ def run(
     data_dir: str | None = None,
     executor: str = "local",
     executor_options: ExecutorOptions | None = None,
+    progress: ProgressLike = True,
 ) -> pd.DataFrame:
     """Train every run of ``spec`` missing from the store, evaluate its measures, and
     return the leaderboard of the spec's runs. ``executor`` (``local`` or ``dask``, with
-    ``executor_options``) runs both stages' units."""
+    ``executor_options``) runs both stages' units.
+
+    ``progress``: ``True`` or ``"auto"`` (default) shows a rich progress bar in a notebook or a
+    terminal and a line every 10 s on stderr otherwise (``$GENBENCH_PROGRESS``, bar, lines or
+    none, overrides the choice); ``"bar"`` or ``"lines"`` either one; ``False`` or ``None``
+    nothing; a callable is called with each ``ProgressEvent`` (``stage`` "training" or
+    "evaluating", ``kind`` "start", "progress", "end" or "warning", ``done`` and ``total`` runs or
+    values, ``detail``, ``elapsed`` and ``eta`` in seconds, ``eta`` None before the first unit is
+    done). A ``reporter`` (the engine's reporter protocol, ``genbench.engine.NullReporter``)
+    replaces it."""
     experiment = load_spec(spec)
     target = _store(store)
     runs = resolve_runs(experiment)
     measures = resolve_measures(experiment.measures)
+    reporter = _reporter(reporter, progress)
     with Engine(target, device=device, data_dir=data_dir, reporter=reporter, executor=executor,
                 executor_options=executor_options) as engine:
         engine.train(runs)
@@ -91,15 +116,18 @@ def evaluate(
     data_dir: str | None = None,
     executor: str = "local",
     executor_options: ExecutorOptions | None = None,
+    progress: ProgressLike = True,
 ) -> pd.DataFrame:
     """Evaluate ``measures`` on the runs of ``spec`` (training what is missing first), or
     on every run in the store when ``spec`` is None. Returns the values computed now; the frame's
-    ``attrs["failed_units"]`` lists the units of work that did not finish (``UnitFailure``)."""
+    ``attrs["failed_units"]`` lists the units of work that did not finish (``UnitFailure``).
+    ``progress`` and ``reporter``: as for ``run``."""
     target = _store(store)
     resolved = resolve_measures(measure_refs(measures))
     run_ids = None
     if spec is None and not target.run_ids():
         raise StoreError(f"store {target.root} has no runs; train some with `genbench run` or pass a spec")
+    reporter = _reporter(reporter, progress)
     with Engine(target, device=device, data_dir=data_dir, reporter=reporter, executor=executor,
                 executor_options=executor_options) as engine:
         if spec is not None:
@@ -197,4 +225,4 @@ def import_store(archive: str | Path, into: StoreLike = None) -> ImportSummary:
     return import_archive(archive, into)
 
 
-__all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec", "export_store", "import_store"]
+__all__ = ["open_store", "run", "evaluate", "leaderboard", "load_spec", "export_store", "import_store", "ProgressEvent"]

@@ -184,13 +184,13 @@ POINTS = [
     KillPoint(
         "training, after 20 optimizer steps of the first group",
         patch="""
-import genbench.cli.progress as progress
-_steps = progress.RichReporter.steps
+import genbench.report.progress as progress
+_steps = progress.ProgressReporter.steps
 def steps(self, members):
     if nth("step", 20):
         die()
     return _steps(self, members)
-progress.RichReporter.steps = steps
+progress.ProgressReporter.steps = steps
 """,
         after_kill=lambda s: _expect(not s.runs, "a run was stored before step 20"),
     ),

@@ -26,7 +26,7 @@ from genbench.cli.common import (
 )
 from genbench.cli.leaderboard import print_board
 from genbench.cli.preflight import check_trainable
-from genbench.cli.progress import RichReporter
+from genbench.cli.progress import cli_reporter
 from genbench.errors import SpecError, StoreError, UsageError
 from genbench.cli.executor_options import (
     ClusterOption,
@@ -265,7 +265,7 @@ def _train_evaluate_and_rank(
     check_trainable(runs, store, data_dir, device)  # a bad device, missing data, …: before the store exists
     target = api.open_store(store)
     executor = executor or ExecutorChoice("local", ExecutorOptions())
-    with Engine(target, device=device, data_dir=str(data_dir) if data_dir else None, reporter=RichReporter(stderr),
+    with Engine(target, device=device, data_dir=str(data_dir) if data_dir else None, reporter=cli_reporter(stderr),
                 executor=executor.name, executor_options=executor.options) as engine:
         stderr.print(f"experiment '{spec.name}': {len(runs)} runs, store {target.root}, device {engine.device}"
                      + ("" if executor.name == "local" else f", executor {executor.name}"))
@@ -380,7 +380,7 @@ def register(app: typer.Typer) -> None:
             check_trainable(resolve_runs(api.load_spec(spec_file)), store, data_dir, device)
         target = api.open_store(store, create=spec_file is not None)
         values = api.evaluate(
-            measure, store=target, spec=spec_file, device=device, reporter=RichReporter(stderr),
+            measure, store=target, spec=spec_file, device=device, reporter=cli_reporter(stderr),
             data_dir=str(data_dir) if data_dir else None, executor=choice.name, executor_options=choice.options,
         )
         stderr.print(f"computed {len(values)} new measure values")
