@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from genbench.version import __version__
 
+from genbench.errors import DataError, GenbenchError, MeasureError, NotApplicable, SpecError
 from genbench.hookspecs import hookimpl
 from genbench.schemas import ExperimentSpec, Options, RunSpec, TrainConfig
 
@@ -28,6 +29,12 @@ __all__ = [
     "RetrainingMeasure",
     "RetrainJob",
     "Retrained",
+    "GenbenchError",
+    "SpecError",
+    "DataError",
+    "MeasureError",
+    "NotApplicable",
+    "ProgressEvent",
 ]
 
 _MEASURE_CONTRACT = {"BaseMeasure", "Estimate", "Measure", "MeasureContext", "RetrainingMeasure", "RetrainJob", "Retrained"}
@@ -38,6 +45,10 @@ def __getattr__(name: str):  # lazy: keep `import genbench` light
         from genbench import api
 
         return getattr(api, name)
+    if name == "ProgressEvent":
+        from genbench.report.progress import ProgressEvent
+
+        return ProgressEvent
     if name in _MEASURE_CONTRACT:
         from genbench import measures
 

@@ -35,8 +35,8 @@ def register_datasets(register: Register) -> None:
     - ``description``: a one-line string;
     - ``Options``: a subclass of :class:`genbench.Options`, every field with a default;
     - ``load(options, data_dir)`` -> :class:`genbench.datasets.Dataset`, where ``options`` is an
-      ``Options`` instance and ``data_dir`` the data folder (a ``Path``, or None when none is
-      set); the same arguments must give the same dataset. A file that is missing is a
+      ``Options`` instance and ``data_dir`` the data folder (a ``str`` or ``Path``, or None when
+      none is set); the same arguments must give the same dataset. A file that is missing is a
       :class:`genbench.errors.DataError` saying which."""
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from genbench import hookspecs
-from genbench.errors import GenbenchError, PluginError
+from genbench.errors import DuplicateNameError, GenbenchError, PluginError
 from genbench.protocols import problems
 from genbench.registry import Origin, Registry
 
@@ -59,6 +59,8 @@ class PluginRecord:
     status: str = "loaded"  # loaded | failed | skipped
     error: str | None = None
     registered: dict[str, list[str]] = field(default_factory=dict)
+    #: components refused at registration (a broken protocol, a name already taken)
+    refused: int = 0
 
     @property
     def origin(self) -> Origin:
@@ -172,6 +174,9 @@ def load_plugins(entry_points: list[metadata.EntryPoint] | None = None) -> Plugi
             plugin_name = manager.get_name(implementation.plugin)
             record = builtin if plugin_name in BUILTIN_MODULES else by_name[plugin_name.split(":", 1)[1]]
             _call_hook(implementation.function, hook_name, registries[key], key, record)
+    for record in records:
+        if record.status == "loaded" and record.refused and not record.registered:
+            record.status = "failed"
     return Plugins(registries=registries, records=records)
 
 
@@ -204,11 +209,18 @@ def _call_hook(
         if found:
             _refuse(record, registry.kind, name, found)
             return
-        registry.add(name, component, record.origin)
         try:
-            component.origin = record.origin
-        except (AttributeError, TypeError):
-            pass
+            registry.add(name, component, record.origin)
+        except DuplicateNameError as exc:  # this component is refused; the plugin's others register
+            if record.name == "genbench" or _strict():
+                raise
+            _refuse(record, registry.kind, name, [str(exc)], clash=True)
+            return
+        if isinstance(getattr(component, "origin", None), (Origin, type(None))):  # never a component's own attribute
+            try:
+                component.origin = record.origin
+            except (AttributeError, TypeError):  # a frozen or slotted component: origin_of finds it by name
+                pass
         record.registered.setdefault(key, []).append(name)
 
     try:
@@ -223,17 +235,20 @@ def _call_hook(
         _warn(f"{record.origin} {record.error}")
 
 
-def _refuse(record: PluginRecord, noun: str, name: Any, found: list[str]) -> None:
-    """Refuse a component that breaks its kind's protocol: one warning line naming the plugin, its
-    distribution, the component and the first broken rule (an error for a built-in, and under
-    GENBENCH_STRICT_PLUGINS=1); the plugin's other components are kept."""
+def _refuse(record: PluginRecord, noun: str, name: Any, found: list[str], clash: bool = False) -> None:
+    """Refuse one component: one warning line naming the plugin, its distribution, the component
+    and the first broken rule of its kind's protocol (an error for a built-in, and under
+    GENBENCH_STRICT_PLUGINS=1), or the name clash (``clash``: ``found`` holds the registry's
+    message, which names both origins). The plugin's other components are kept; a plugin none of
+    whose components is kept has failed."""
     label = f"{noun} {name!r}" if isinstance(name, str) and name else f"a {noun} without a name"
     more = f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
-    message = f"{label} is refused: {found[0]}{more}"
+    message = f"{found[0]}; it is refused" if clash else f"{label} is refused: {found[0]}{more}"
     if record.name == "genbench" or _strict():
         raise PluginError(f"{record.origin} registered {message}")
     record.error = message if record.error is None else f"{record.error}; {message}"
-    _warn(f"{record.origin} registered {message}")
+    record.refused += 1
+    _warn(f"{record.origin} registered {message}" if not clash else f"{record.origin}: {message}")
 
 
 _current: Plugins | None = None
@@ -251,6 +266,20 @@ def reset_plugins() -> None:
     """Forget the loaded plugin set (the next access loads again)."""
     global _current
     _current = None
+
+
+def origin_of(kind: str, component: Any) -> Origin | None:
+    """Where ``component`` of registry ``kind`` came from: the origin stamped on it at registration,
+    else the registry's origin for its name when the component registered under that name is this
+    one (a frozen or slotted component cannot be stamped); None for a component of no plugin."""
+    origin = getattr(component, "origin", None)
+    if isinstance(origin, Origin):
+        return origin
+    name = getattr(component, "name", None)
+    components = registry(kind)
+    if isinstance(name, str) and name in components and components.get(name) is component:
+        return components.origin(name)
+    return None
 
 
 def registry(kind: str) -> Registry[Any]:

@@ -13,6 +13,7 @@ three in agreement.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -76,6 +77,14 @@ def _declares(component: Any, flag: str) -> bool:
     return getattr(component, flag, False) is True
 
 
+#: A component's name: lower-case letters and digits, in words joined by "-" or "." ("my-measure").
+NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
+
+
+def _name(value: Any) -> bool:
+    return isinstance(value, str) and NAME_PATTERN.match(value) is not None
+
+
 def _non_empty_string(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
@@ -88,7 +97,7 @@ def _requirements(value: Any) -> bool:
     return isinstance(value, (set, frozenset)) and all(isinstance(item, str) for item in value) and value <= REQUIREMENTS
 
 
-NAME = Attribute("name", "a non-empty string", _non_empty_string)
+NAME = Attribute("name", "lower-case letters and digits in words joined by '-' (e.g. 'my-thing')", _name)
 DESCRIPTION = Attribute("description", "a one-line string", _non_empty_string)
 OPTIONS = Attribute("Options", "a subclass of genbench.Options", _options_class)
 
@@ -143,6 +152,7 @@ PROTOCOLS: dict[str, Protocol] = {
             (
                 "jobs",
                 (
+                    Method("compute", ("ctx", "options"), "a float or a genbench.Estimate (RetrainingMeasure's)"),
                     Method("jobs", ("ctx", "options"), "a list of genbench.RetrainJob"),
                     Method("finish", ("ctx", "options", "networks"), "a float or a genbench.Estimate"),
                 ),
@@ -162,6 +172,8 @@ def problems(key: str, component: Any) -> list[str]:
     in words (empty: it keeps it). A method must take the engine's arguments positionally;
     extra parameters need defaults."""
     protocol = PROTOCOLS[key]
+    if isinstance(component, type):
+        return [f"it is the class {component.__name__}; register an instance, {component.__name__}()"]
     found = []
     for attribute in protocol.attributes:
         if not hasattr(component, attribute.name):
@@ -179,6 +191,8 @@ def problems(key: str, component: Any) -> list[str]:
         reason = _cannot_take(function, method.parameters)
         if reason is not None:
             found.append(f"its {method.name} cannot be called as {method.signature}: {reason}")
+    if key == "measures" and _declares(component, "jobs") and "retrain" not in (getattr(component, "requires", None) or ()):
+        found.append("it retrains (jobs and finish) but its requires lacks 'retrain'")
     return found
 
 

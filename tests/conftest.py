@@ -22,6 +22,20 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _builtins_only():
+    """genbench's own suite sees the built-in components only, whatever plugins are installed
+    beside it (``make venv`` installs those under plugins/), from the first fixture on: a
+    module-scoped fixture that evaluates every registered measure must not meet them either."""
+    import genbench.plugins
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENBENCH_LOAD_PLUGINS", "")
+        genbench.plugins.reset_plugins()
+        yield
+    genbench.plugins.reset_plugins()
+
+
 @pytest.fixture
 def store_path(tmp_path):
     return tmp_path / "store"

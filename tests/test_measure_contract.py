@@ -19,7 +19,8 @@ import genbench
 from conftest import FAST_TRAIN
 from genbench.cli.main import app
 from genbench.measures import builtin_measures
-from genbench.measures.base import BaseMeasure, REQUIREMENTS
+from genbench.measures.base import BaseMeasure
+from genbench.protocols import REQUIREMENTS
 from genbench.plugins import get_plugins
 from genbench.schemas import ComponentRef, ExperimentSpec, Options
 

@@ -128,8 +128,14 @@ CASES = [
     ("requires-a-list", "measures", ("requires = frozenset()", 'requires = ["train_data"]'),
      "its requires must be a set within"),
     ("no-version", "measures", ('version = "1"', 'version = ""'), "its version must be a non-empty string"),
-    ("jobs-without-finish", "measures", ("def compute(self, ctx, options):", "def jobs(self, ctx, options):"),
+    ("jobs-without-finish", "measures",
+     ("def compute(self, ctx, options):", "def jobs(self, ctx, options):\n        return []\n\n    def compute(self, ctx, options):"),
      "it has no method finish(ctx, options, networks)"),
+    ("retraining-without-retrain", "measures",
+     ("def compute(self, ctx, options):", "def jobs(self, ctx, options):\n        return []\n\n    def finish(self, ctx, options, networks):\n        return 1.0\n\n    def compute(self, ctx, options):"),
+     "it retrains (jobs and finish) but its requires lacks 'retrain'"),
+    ("name-with-capitals", "measures", ('name = "{prefix}-broken"', 'name = "{prefix}-Broken"'),
+     "its name must be lower-case letters and digits in words joined by '-'"),
     ("apply-without-test-labels", "corruptions",
      ('def apply(self, dataset, level, seed, options, test_labels="clean"):', "def apply(self, dataset, level, seed, options):"),
      "its apply cannot be called as apply(dataset, level, seed, options, test_labels): too many positional arguments"),
@@ -197,7 +203,7 @@ def test_a_malformed_component_is_refused_in_one_line_naming_plugin_component_an
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     noun = HOOKS[f"register_{key}"][1]
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"warning: mal unknown registered {noun} 'mal-broken' is refused: ")
+    assert lines[0].startswith(f"warning: mal unknown registered {noun} 'mal-") and " is refused: " in lines[0]
     assert expected in lines[0]
     assert "mal-broken" not in plugins.registry(key)
     assert "mal-good" in plugins.registry("measures")  # the plugin's other components are kept
@@ -270,7 +276,7 @@ def test_the_retraining_variant_matches_retraining_measure():
 
     (_, methods), = PROTOCOLS["measures"].variants
     assert {method.name: method.parameters for method in methods} == {
-        "jobs": _parameters(RetrainingMeasure.jobs), "finish": _parameters(RetrainingMeasure.finish)
+        name: _parameters(getattr(RetrainingMeasure, name)) for name in ("compute", "jobs", "finish")
     }
 
 
@@ -321,3 +327,52 @@ def test_an_exception_inside_a_model_is_one_line_naming_it_and_the_run(monkeypat
     assert result.exit_code == 7, result.output
     assert any(f"model '{model}' (genbench" in line and "failed on run" in line and f"RuntimeError: boom in {method}" in line
                for line in lines), result.output
+
+
+def test_a_name_clash_refuses_that_component_alone(plugin_with, capsys):
+    clashing = BASE["measures"].replace('name = "{prefix}-broken"', 'name = "params"')  # a built-in's name
+    plugins = load_plugins(entry_points=[plugin_with("measures", clashing, "dup")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "'params' is registered twice" in lines[0] and lines[0].endswith("it is refused")
+    assert plugins.registry("measures").origin("params").plugin == "genbench"
+    assert "dup-good" in plugins.registry("measures")  # registered after the clash
+    (record,) = [record for record in plugins.records if record.name == "dup"]
+    assert record.status == "loaded" and record.registered == {"measures": ["dup-good"]}
+
+
+def test_a_class_registered_instead_of_an_instance_is_told_so():
+    import genbench
+
+    class AMeasure:
+        name, kind, version, requires, Options = "a-measure", "complexity", "1", frozenset(), genbench.Options
+
+        def compute(self, ctx, options):
+            return 1.0
+
+    assert problems("measures", AMeasure) == ["it is the class AMeasure; register an instance, AMeasure()"]
+    assert problems("measures", AMeasure()) == []
+
+
+def test_a_frozen_component_keeps_its_origin_by_name(plugin_with):
+    frozen = '''
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Broken:
+    """A frozen measure: it cannot be stamped with its origin."""
+    name: str = "{prefix}-broken"
+    kind: str = "complexity"
+    version: str = "1"
+    requires: frozenset = frozenset()
+    Options: type = genbench.Options
+
+    def compute(self, ctx, options):
+        return 1.0
+'''
+    plugins = load_plugins(entry_points=[plugin_with("measures", frozen, "frz")])
+    component = plugins.registry("measures").get("frz-broken")
+    assert not hasattr(component, "origin")
+    genbench.plugins._current = plugins  # the process-wide set origin_of reads
+    assert genbench.plugins.origin_of("measures", component) == plugins.registry("measures").origin("frz-broken")
+    assert genbench.plugins.origin_of("measures", type(component)()) is None  # an equal object, not the registered one

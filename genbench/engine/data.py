@@ -11,7 +11,7 @@ from genbench.datasets import Dataset, load_dataset
 from genbench.engine.resolve import validated_options
 from genbench.errors import GenbenchError, PluginError
 from genbench.executors import first_line
-from genbench.plugins import registry
+from genbench.plugins import origin_of, registry
 from genbench.schemas import RunSpec, TrainConfig, content_hash
 from genbench.training import Trainer, trainer_for
 
@@ -58,7 +58,7 @@ def guarded(kind: str, name: str, component: Any, run: RunSpec, call: Callable[[
     except GenbenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line, exit 7
-        origin = getattr(component, "origin", None)
+        origin = origin_of(f"{kind}s", component)
         raise PluginError(f"{kind} {name!r}{f' ({origin})' if origin else ''} failed on run {run.run_id}: {first_line(exc)}") from exc
 
 

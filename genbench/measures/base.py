@@ -13,7 +13,6 @@ from pydantic import Field
 from torch import nn
 
 from genbench.errors import MeasureError
-from genbench.protocols import REQUIREMENTS
 from genbench.schemas import Options, RunSpec, TrainConfig, TrainingRecord, content_hash
 
 MeasureKind = Literal["complexity", "capability"]
