@@ -10,7 +10,10 @@ files only::
     checkpoints/<run_id>/final.safetensors
 
 The tables hold the store's columns as they are stored, so that importing reproduces its rows
-exactly. Importing reads members by name and extracts nothing: the whole archive is checked first
+exactly: each run's result (with the genbench version and the origin of its dataset, model and
+corruption) and each value's provenance (the genbench that computed it, the distribution and version
+that registered its measure). Format version 2 added those value columns; an archive of version 1
+imports with them empty (not recorded). Importing reads members by name and extracts nothing: the whole archive is checked first
 (member names and types, the manifest, every sha256, both tables, every checkpoint readable as
 safetensors) and the target store is opened only after that, so a damaged archive leaves it
 untouched. Then each run the target lacks is added with ``Store.add_raw_run`` (its checkpoints
@@ -42,11 +45,13 @@ from safetensors.torch import load as load_safetensors
 from genbench.errors import StoreError
 from genbench.plugins import Plugins, get_plugins
 from genbench.schemas import RunResult, RunSpec
-from genbench.store import CHECKPOINTS, RUN_ROW_COLUMNS, SCHEMA_VERSION, VALUE_ROW_COLUMNS, Store
+from genbench.store import CHECKPOINTS, PROVENANCE_COLUMNS, RUN_ROW_COLUMNS, SCHEMA_VERSION, VALUE_ROW_COLUMNS, Store
 from genbench.version import __version__
 
 FORMAT = "genbench-store-archive"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The format versions an import reads: version 1's measure_values table lacks the provenance columns.
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 RUNS_TABLE = "runs.parquet"
 VALUES_TABLE = "measure_values.parquet"
@@ -83,8 +88,13 @@ VALUE_SCHEMA = pa.schema(
         pa.field("status", pa.string()),
         pa.field("kind", pa.string()),
         pa.field("default_options", pa.int64()),
+        pa.field("genbench_version", pa.string()),
+        pa.field("plugin", pa.string()),
+        pa.field("plugin_version", pa.string()),
     ]
 )
+#: The measure_values table of a format version 1 archive: without the provenance columns.
+VALUE_SCHEMA_V1 = pa.schema([field for field in VALUE_SCHEMA if field.name not in PROVENANCE_COLUMNS])
 assert tuple(RUN_SCHEMA.names) == RUN_ROW_COLUMNS and tuple(VALUE_SCHEMA.names) == VALUE_ROW_COLUMNS
 
 
@@ -209,8 +219,9 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes, stamp: int) -> str
 
 def _manifest(runs: list[dict[str, Any]], values: list[dict[str, Any]], digests: dict[str, str]) -> dict[str, Any]:
     """The archive's manifest: its format, the versions of genbench (exporting, and having trained
-    the runs) and of every plugin (as ``genbench plugins --json`` lists them), the plugin each
-    component the store uses comes from, and every file's sha256."""
+    the runs, and having computed the values) and of every plugin (as ``genbench plugins --json``
+    lists them), the plugin each component the store uses comes from (in this installation), and
+    every file's sha256."""
     plugins = get_plugins()
     specs = [RunSpec.model_validate_json(row["spec_json"]) for row in runs]
     trained_with = {json.loads(row["result_json"]).get("genbench_version") for row in runs}
@@ -223,6 +234,7 @@ def _manifest(runs: list[dict[str, Any]], values: list[dict[str, Any]], digests:
         "runs": len(runs),
         "measure_values": len(values),
         "runs_trained_with_genbench": sorted(str(version) for version in trained_with if version is not None),
+        "values_computed_with_genbench": sorted({str(row["genbench_version"]) for row in values if row["genbench_version"] is not None}),
         "plugins": [dataclasses.asdict(record) for record in plugins.records],
         "components": _components(
             plugins,
@@ -233,8 +245,27 @@ def _manifest(runs: list[dict[str, Any]], values: list[dict[str, Any]], digests:
                 "measures": {row["measure"] for row in values},
             },
         ),
+        "recorded_components": _recorded_components(runs, values),
         "files": dict(sorted(digests.items())),
     }
+
+
+def _recorded_components(runs: list[dict[str, Any]], values: list[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """For each kind, each name the store uses and the origins ("distribution version") its rows
+    recorded when they were written: the runs' dataset, model and corruption, the values' measure
+    (an empty list where no row recorded one, as in older stores)."""
+    out: dict[str, dict[str, set[str]]] = {"datasets": {}, "models": {}, "corruptions": {}, "measures": {}}
+    for row in runs:
+        spec, result = RunSpec.model_validate_json(row["spec_json"]), RunResult.model_validate_json(row["result_json"])
+        for component, name in (("dataset", spec.dataset.name), ("model", spec.model.name), ("corruption", spec.corruption.name)):
+            origins = out[f"{component}s"].setdefault(name, set())
+            if component in result.components:
+                origins.add(str(result.components[component]))
+    for row in values:
+        origins = out["measures"].setdefault(row["measure"], set())
+        if row["plugin"] is not None:
+            origins.add(f"{row['plugin']} {row['plugin_version']}")
+    return {kind: {name: sorted(origins) for name, origins in sorted(names.items())} for kind, names in out.items()}
 
 
 def _components(plugins: Plugins, used: dict[str, set[str]]) -> dict[str, dict[str, dict[str, str] | None]]:
@@ -337,7 +368,10 @@ def _verify(tar: tarfile.TarFile, path: Path) -> _Verified:
         tables[name] = _read(tar, members[name], path)
         _check_digest(tables[name], digests[name], name, path)
     runs = _rows(tables[RUNS_TABLE], RUNS_TABLE, RUN_SCHEMA, path)
-    values = _rows(tables[VALUES_TABLE], VALUES_TABLE, VALUE_SCHEMA, path)
+    if manifest["format_version"] == 1:  # before values recorded their provenance: not recorded
+        values = [{**row, **dict.fromkeys(PROVENANCE_COLUMNS)} for row in _rows(tables[VALUES_TABLE], VALUES_TABLE, VALUE_SCHEMA_V1, path)]
+    else:
+        values = _rows(tables[VALUES_TABLE], VALUES_TABLE, VALUE_SCHEMA, path)
     if (len(runs), len(values)) != (manifest["runs"], manifest["measure_values"]):
         raise _refuse(path, "the tables' row counts differ from the manifest's")
     _check_runs(runs, digests, path)
@@ -374,8 +408,9 @@ def _manifest_of(data: bytes, path: Path) -> dict[str, Any]:
         raise _refuse(path, f"bad manifest: not JSON ({_first_line(exc)})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _refuse(path, f"bad manifest: not a {FORMAT} manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise _refuse(path, f"bad manifest: format version {manifest.get('format_version')!r}; this genbench reads {FORMAT_VERSION}")
+    if manifest.get("format_version") not in READABLE_FORMAT_VERSIONS or isinstance(manifest.get("format_version"), bool):
+        readable = " and ".join(str(version) for version in READABLE_FORMAT_VERSIONS)
+        raise _refuse(path, f"bad manifest: format version {manifest.get('format_version')!r}; this genbench reads {readable}")
     if manifest.get("store_schema_version") != SCHEMA_VERSION:
         raise _refuse(path, f"bad manifest: store schema version {manifest.get('store_schema_version')!r}; this genbench reads {SCHEMA_VERSION}")
     for key, kind in (("genbench_version", str), ("plugins", list), ("runs", int), ("measure_values", int), ("files", dict)):

@@ -363,6 +363,28 @@ class TrainingRecord(BaseModel):
         return cls(**{name: getattr(record, name) for name in cls.model_fields})
 
 
+class ComponentOrigin(BaseModel):
+    """Where a registered component came from: the plugin that registered it, and that plugin's
+    distribution and version ("genbench", "genbench", "0.1.0" for the built-ins). Built from
+    anything with those three attributes (``genbench.registry.Origin``)."""
+
+    model_config = JSON_CONFIG
+    plugin: str
+    distribution: str
+    version: str
+
+    @classmethod
+    def of(cls, origin: Any) -> "ComponentOrigin":
+        return cls(plugin=origin.plugin, distribution=origin.distribution, version=origin.version)
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+#: The components of a run whose origins ``RunResult.components`` records.
+RUN_COMPONENTS = ("dataset", "model", "corruption")
+
+
 class RunResult(TrainingRecord):
     """What training one RunSpec produced: its training record, then what was measured on the
     test set and the run's facts. ``gap`` = train accuracy − clean test accuracy."""
@@ -388,6 +410,11 @@ class RunResult(TrainingRecord):
         description="whether the training labels carry no information about the inputs (a corruption that is "
         "uninformative at p_c = 1, at p_c = 1): where a capability score must be 0; None in stores written "
         "before it was recorded",
+    )
+    components: dict[str, ComponentOrigin] = Field(
+        default_factory=dict,
+        description="the origin (plugin, distribution, version) of the run's dataset, model and corruption, "
+        "by component (keys of RUN_COMPONENTS); empty in stores written before it was recorded",
     )
 
 
@@ -418,6 +445,13 @@ class MeasureValue(BaseModel):
     status: ValueStatus = "ok"
     kind: MeasureKind | None = None
     default_options: bool | None = None
+    genbench_version: str | None = Field(None, description="the genbench that computed the value (None: stored before it was recorded)")
+    plugin: str | None = Field(
+        None,
+        description="the distribution that registered the measure (\"genbench\" for the built-ins; None: stored "
+        "before it was recorded, or a measure of no plugin)",
+    )
+    plugin_version: str | None = Field(None, description="the version of ``plugin``'s distribution")
 
     @model_validator(mode="before")
     @classmethod
@@ -481,3 +515,10 @@ class MeasureScore(BaseModel):
     value_noise: float = Field(description="mean value at the highest corruption level")
     seconds_per_run: float = Field(description="mean seconds its values took")
     name: str = Field(description="the measure's name (\"oracle\" for the reference rows)")
+    plugin: str | None = Field(
+        None,
+        description="the distribution that registered the measure, as its scored values recorded (several "
+        "comma-separated, oldest first; None where none did, and for the reference rows)",
+    )
+    plugin_version: str | None = Field(None, description="the version(s) of plugin's distribution the scored values recorded")
+    genbench_version: str | None = Field(None, description="the genbench version(s) that computed the scored values")

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save
 
 from genbench.errors import StoreError
-from genbench.schemas import MeasureValue, RunResult, RunSpec
+from genbench.schemas import RUN_COMPONENTS, MeasureValue, RunResult, RunSpec
 
 DEFAULT_ROOT = "genbench-results"
 DATABASE = "genbench.sqlite"
@@ -60,13 +60,23 @@ CREATE TABLE IF NOT EXISTS measure_values (
     status TEXT,
     kind TEXT,
     default_options INTEGER,
+    genbench_version TEXT,
+    plugin TEXT,
+    plugin_version TEXT,
     PRIMARY KEY (run_id, measure, version, options_hash)
 );
 """
 
 #: Columns added to measure_values after the first release: (name, SQL type). Older stores gain
-#: them empty; an empty status reads as "ok" without an error and "failed" with one.
-ADDED_VALUE_COLUMNS = (("details_json", "TEXT"), ("status", "TEXT"), ("kind", "TEXT"), ("default_options", "INTEGER"))
+#: them empty; an empty status reads as "ok" without an error and "failed" with one, and an empty
+#: provenance (``PROVENANCE_COLUMNS``) as None: not recorded.
+ADDED_VALUE_COLUMNS = (
+    ("details_json", "TEXT"), ("status", "TEXT"), ("kind", "TEXT"), ("default_options", "INTEGER"),
+    ("genbench_version", "TEXT"), ("plugin", "TEXT"), ("plugin_version", "TEXT"),
+)
+#: The columns of a value's provenance: the genbench that computed it, and the distribution (and
+#: its version) that registered its measure.
+PROVENANCE_COLUMNS = ("genbench_version", "plugin", "plugin_version")
 #: Columns added to runs after the first release: the sha256 of each checkpoint ({"init": …, "final": …}).
 ADDED_RUN_COLUMNS = (("checksums_json", "TEXT"),)
 #: The checkpoints every run has.
@@ -80,7 +90,7 @@ RUN_ROW_COLUMNS = ("run_id", "spec_json", "result_json", "checksums_json", "crea
 #: The columns of a raw ``measure_values`` row (``Store.raw_rows``, ``Store.add_raw_values``), in this order.
 VALUE_ROW_COLUMNS = (
     "run_id", "measure", "version", "options_hash", "options_json", "value", "seconds", "error", "created_at",
-    "details_json", "status", "kind", "default_options",
+    "details_json", "status", "kind", "default_options", *PROVENANCE_COLUMNS,
 )
 
 
@@ -113,15 +123,33 @@ class Store:
             raise StoreError(f"no genbench store at {self.root} (run `genbench run` first, or pass --store)")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._connection = sqlite3.connect(self.root / DATABASE, timeout=30)
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.executescript(SCHEMA)
-            self._check_schema_version()
-            self._add_missing_columns()
+            self._connection = self._open()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {self.root / DATABASE}: {exc}") from None
         except OSError as exc:
             raise StoreError(f"cannot create store at {self.root}: {exc}") from None
+
+    def _open(self, attempts: int = 60) -> sqlite3.Connection:
+        """The store's connection, in WAL mode, with its tables and columns made. Two processes
+        that create one store at once race for the switch to WAL, which SQLite answers with
+        "database is locked" at once rather than waiting its busy timeout: the loser tries again
+        (``attempts`` times, half a second apart)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            connection = sqlite3.connect(self.root / DATABASE, timeout=30)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.executescript(SCHEMA)
+                self._connection = connection
+                self._check_schema_version()
+                self._add_missing_columns()
+                return connection
+            except sqlite3.OperationalError as exc:
+                connection.close()
+                if "locked" not in str(exc) or attempt >= attempts:
+                    raise
+                time.sleep(0.5)
 
     def _check_schema_version(self) -> None:
         # OR IGNORE: two processes may create the store at once; the second keeps the first's row
@@ -327,7 +355,10 @@ class Store:
                 yield RunSpec.model_validate_json(spec_json), RunResult.model_validate_json(result_json)
 
     def runs(self) -> pd.DataFrame:
-        """One row per run: the spec's axes, then the result's numbers."""
+        """One row per run: the spec's axes, then the result's numbers and facts, with the origin of
+        each component in ``<component>_origin`` ("genbench 0.1.0": the distribution that registered
+        the run's dataset, model, corruption, and its version; None where the run did not record it),
+        then the diagnostics (``diag_<name>``)."""
         records = []
         for spec, result in self.iter_runs():
             records.append(
@@ -340,12 +371,14 @@ class Store:
                     "seed": spec.seed,
                     "test_labels": spec.test_labels,
                     "train_config": spec.train.model_dump_json(),
-                    **result.model_dump(exclude={"run_id", "loss_curve", "diagnostics"}),
+                    **result.model_dump(exclude={"run_id", "loss_curve", "diagnostics", "components"}),
+                    **{f"{kind}_origin": _origin_text(result, kind) for kind in RUN_COMPONENTS},
                     **{f"diag_{name}": value for name, value in result.diagnostics.items()},
                 }
             )
         columns = ["run_id", "dataset", "model", "corruption", "level", "seed", "test_labels", "train_config"]
-        columns += [name for name in RunResult.model_fields if name not in ("run_id", "loss_curve", "diagnostics")]
+        columns += [name for name in RunResult.model_fields if name not in ("run_id", "loss_curve", "diagnostics", "components")]
+        columns += [f"{kind}_origin" for kind in RUN_COMPONENTS]
         columns += sorted({key for record in records for key in record if key.startswith("diag_")})
         return pd.DataFrame.from_records(records, columns=columns)
 
@@ -354,8 +387,9 @@ class Store:
         with self._connection:
             self._connection.execute(
                 "INSERT OR REPLACE INTO measure_values (run_id, measure, version, options_hash, options_json, "
-                "value, seconds, error, created_at, details_json, status, kind, default_options) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "value, seconds, error, created_at, details_json, status, kind, default_options, "
+                "genbench_version, plugin, plugin_version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     value.run_id,
                     value.measure,
@@ -370,6 +404,9 @@ class Store:
                     value.status,
                     value.kind,
                     None if value.default_options is None else int(value.default_options),
+                    value.genbench_version,
+                    value.plugin,
+                    value.plugin_version,
                 ),
             )
 
@@ -388,10 +425,13 @@ class Store:
     def measure_values(self) -> pd.DataFrame:
         """One row per (run, measure, version, options), in the order they were stored: ``options``
         and ``details`` as dicts, ``value`` (NaN unless ``status`` is "ok"), ``seconds``, ``error``,
-        ``status``, ``kind`` and ``default_options`` (None where an older store did not record them)."""
+        ``status``, ``kind``, ``default_options`` and the provenance ``genbench_version``, ``plugin`` (the
+        distribution that registered the measure) and ``plugin_version`` (None where an older store did
+        not record them)."""
         frame = pd.read_sql_query(
             "SELECT run_id, measure, version, options_hash, options_json, value, seconds, error, status, kind, "
-            "default_options, details_json, created_at FROM measure_values ORDER BY created_at",
+            "default_options, details_json, created_at, genbench_version, plugin, plugin_version "
+            "FROM measure_values ORDER BY created_at",
             self._connection,
         )
         return measure_value_frame(frame)
@@ -455,7 +495,7 @@ class Store:
 
 VALUE_COLUMNS = [
     "run_id", "measure", "version", "options_hash", "options", "value", "seconds", "error", "status", "kind",
-    "default_options", "details", "created_at",
+    "default_options", "details", "created_at", *PROVENANCE_COLUMNS,
 ]
 
 
@@ -470,7 +510,15 @@ def measure_value_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out["default_options"] = [None if pd.isna(d) else bool(d) for d in frame["default_options"]]
     out["kind"] = [k if isinstance(k, str) else None for k in frame["kind"]]
     out["error"] = [e if isinstance(e, str) else None for e in frame["error"]]
+    for column in PROVENANCE_COLUMNS:
+        out[column] = [text if isinstance(text, str) else None for text in frame[column]] if column in frame else None
     return out[VALUE_COLUMNS]
+
+
+def _origin_text(result: RunResult, component: str) -> str | None:
+    """The recorded origin of a run's component as "distribution version" (None: not recorded)."""
+    origin = result.components.get(component)
+    return None if origin is None else str(origin)
 
 
 def remove_dead_temporaries(folder: Path) -> None:

@@ -90,7 +90,7 @@ def test_csv_has_one_psi_column_per_axis_and_json_keeps_them_nested():
     header, *lines = render(board, "csv").splitlines()
     assert header.startswith("measure,kind,reference,runs,runs_total,partial,tau_gap,tau_gap_low,tau_gap_high,psi,"
                              "psi_low,psi_high,psi_model,psi_level,cmi,")
-    assert header.endswith(",seconds_per_run,name")
+    assert header.endswith(",seconds_per_run,name,plugin,plugin_version,genbench_version")
     assert any(line.startswith("rises,complexity,False,6,6,False,") for line in lines)
     records = json.loads(render(board, "json"))["rows"]
     rises = next(record for record in records if record["measure"] == "rises")
@@ -98,6 +98,11 @@ def test_csv_has_one_psi_column_per_axis_and_json_keeps_them_nested():
     constant = records[-1]
     assert constant["measure"] == "constant" and constant["tau_gap"] is None
     assert constant["psi_axes"] == {"model": None, "level": None}  # NaN inside the dict too
+    # values without the provenance columns (an older store's frame): nothing recorded, said so
+    assert all(record["plugin"] is None and record["genbench_version"] is None for record in records)
+    provenance = json.loads(render(board, "json"))["provenance"]
+    assert provenance["genbench_version"] == genbench.__version__ and provenance["values_genbench_versions"] == []
+    assert [entry["measure"] for entry in provenance["measures"]] == [r["measure"] for r in records if not r["reference"]]
 
 
 # ---------------------------------------------------------------------------

@@ -146,5 +146,8 @@ def test_measure_details_round_trip_and_older_stores_gain_the_columns(store_path
     # rows written before status, kind and default_options existed: status from the error, the rest unknown
     assert frame["status"].tolist() == ["ok", "failed", "ok"]
     assert frame["kind"].tolist() == [None, None, None] and frame["default_options"].tolist() == [None, None, None]
+    # and their provenance is not recorded
+    for column in ("genbench_version", "plugin", "plugin_version"):
+        assert frame[column].tolist() == [None, None, None]
     with Store(older) as store:
         assert store.has_measure_value("r0", "m", "1", "h") and not store.has_measure_value("r0", "n", "1", "h")

@@ -272,9 +272,15 @@ def test_the_manifest_records_every_file_and_the_versions_of_genbench_and_the_pl
     source, archive = zoo
     files = archive_files(archive)
     manifest = json.loads(files.pop("manifest.json"))
-    assert manifest["format"] == "genbench-store-archive" and manifest["format_version"] == 1
+    assert manifest["format"] == "genbench-store-archive" and manifest["format_version"] == 2
     assert manifest["genbench_version"] == genbench.__version__
     assert manifest["runs_trained_with_genbench"] == [genbench.__version__]
+    assert manifest["values_computed_with_genbench"] == [genbench.__version__]
+    recorded = [f"genbench {genbench.__version__}"]  # what the rows recorded when they were written
+    assert manifest["recorded_components"] == {
+        "datasets": {"digits": recorded}, "models": {"mlp": recorded}, "corruptions": {"labels": recorded},
+        "measures": {"params": recorded},
+    }
     assert manifest["files"] == {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     listed = CliRunner().invoke(app, ["plugins", "--json"])
     assert listed.exit_code == 0
@@ -290,3 +296,39 @@ def test_the_manifest_records_every_file_and_the_versions_of_genbench_and_the_pl
     for run_id in store.run_ids():
         for which, digest in store.checksums(run_id).items():
             assert manifest["files"][f"checkpoints/{run_id}/{which}.safetensors"] == digest
+
+
+def test_an_archive_of_format_version_1_imports_with_the_provenance_of_its_values_empty(zoo, tmp_path):
+    """An archive written before values recorded their provenance: its measure_values table lacks
+    the columns genbench_version, plugin and plugin_version; they import empty (not recorded)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genbench.store import PROVENANCE_COLUMNS
+
+    _, archive = zoo
+    files = archive_files(archive)
+    table = pq.read_table(pa.BufferReader(files["measure_values.parquet"])).drop_columns(list(PROVENANCE_COLUMNS))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    older = sink.getvalue().to_pybytes()
+
+    def downgrade(manifest):
+        manifest["format_version"] = 1
+        manifest["files"]["measure_values.parquet"] = hashlib.sha256(older).hexdigest()
+
+    path = write_archive(tmp_path / "v1.tar.gz", with_manifest({**files, "measure_values.parquet": older}, downgrade))
+    imported = import_into(path, tmp_path / "store")
+    assert imported.exit_code == 0, imported.output
+    values = genbench.open_store(tmp_path / "store", create=False).measure_values()
+    assert len(values) == 3 and (values["status"] == "ok").all()
+    assert all(values[column].isna().all() for column in PROVENANCE_COLUMNS)
+
+    # a version 2 archive must have the columns; an unknown version is refused
+    mixed = write_archive(tmp_path / "mixed.tar.gz", with_manifest({**files, "measure_values.parquet": older},
+                          lambda m: m["files"].update({"measure_values.parquet": hashlib.sha256(older).hexdigest()})))
+    refused = import_into(mixed, tmp_path / "other")
+    assert refused.exit_code == ExitCode.STORE_ERROR and "does not have the columns" in refused.stderr
+    future = write_archive(tmp_path / "v3.tar.gz", with_manifest(files, lambda m: m.update(format_version=3)))
+    refused = import_into(future, tmp_path / "other")
+    assert refused.exit_code == ExitCode.STORE_ERROR and "format version 3; this genbench reads 1 and 2" in refused.stderr

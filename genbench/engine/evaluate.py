@@ -33,7 +33,8 @@ from genbench.schemas import MeasureValue, Options, RunResult, RunSpec
 from genbench.seeding import derive_seed
 from genbench.executors import Emit, Pool, Progress, UnitFailure, first_line
 from genbench.store import Store, checkpoint_from_bytes
-from genbench.plugins import registry
+from genbench.plugins import origin_of, registry
+from genbench.version import __version__
 
 #: Runs of one training group whose contexts are held together while their retraining jobs train:
 #: bounded, so that the memory of the evaluate stage does not grow with the grid (a group of the
@@ -213,7 +214,7 @@ class EvaluateStage:
             self.reporter.stop()
         for failure in summary.failed_units:
             self.reporter.warn(f"evaluation unit {failure.name} failed: {failure.reason}")
-        self._warn_failures(summary, {t.measure.name: getattr(t.measure, "origin", None) for t in todos})
+        self._warn_failures(summary, {t.measure.name: origin_of("measures", t.measure) for t in todos})
         return summary
 
     def _unit(self, batch: Batch, ship: bool) -> dict[str, Any]:
@@ -409,6 +410,7 @@ class _UnitEvaluator:
 
 def _value(run, todo: _Todo, value: float, error: str | None, seconds: float, details: dict,
            status: str | None) -> MeasureValue:
+    origin = origin_of("measures", todo.measure)
     return MeasureValue(
         run_id=run.run_id,
         measure=todo.measure.name,
@@ -422,4 +424,7 @@ def _value(run, todo: _Todo, value: float, error: str | None, seconds: float, de
         status=status or ("ok" if error is None else "failed"),
         kind=todo.measure.kind if todo.measure.kind in ("complexity", "capability") else None,
         default_options=todo.default_options,
+        genbench_version=__version__,
+        plugin=getattr(origin, "distribution", None),
+        plugin_version=getattr(origin, "version", None),
     )

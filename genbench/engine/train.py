@@ -14,7 +14,8 @@ from genbench.datasets import Dataset
 from genbench.engine.data import DataCache, run_trainer, uninformative_labels
 from genbench.executors import Emit, Pool, Progress, UnitFailure
 from genbench.inference import accuracy_and_loss, predict
-from genbench.schemas import RunResult, RunSpec, TrainingRecord
+from genbench.plugins import registry
+from genbench.schemas import ComponentOrigin, RunResult, RunSpec, TrainingRecord
 from genbench.store import Store, checkpoint_bytes
 from genbench.training import MemberOutcome, Trainer
 from genbench.training.memory import default_budget, ensemble_size, member_bytes
@@ -80,6 +81,10 @@ def run_result(
         diagnostics=outcome.diagnostics,
         genbench_version=__version__,
         labels_uninformative=uninformative_labels(run),
+        components={
+            kind: ComponentOrigin.of(registry(f"{kind}s").origin(name))
+            for kind, name in (("dataset", run.dataset.name), ("model", run.model.name), ("corruption", run.corruption.name))
+        },
     )
 
 

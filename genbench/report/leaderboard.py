@@ -20,6 +20,7 @@ import pandas as pd
 
 from genbench.choices import LEADERBOARD_FORMATS
 from genbench.schemas import AXIOM_TOLERANCE, MeasureScore
+from genbench.version import __version__
 
 #: One column per MeasureScore field, in its order.
 COLUMNS = list(MeasureScore.model_fields)
@@ -282,6 +283,60 @@ def _notes(board: pd.DataFrame) -> list[str]:
     return list(board.attrs.get("notes", []))
 
 
+# ---------------------------------------------------------------------------
+# Provenance
+# ---------------------------------------------------------------------------
+
+#: A row's provenance, as its scored values recorded them (``MeasureScore``'s fields).
+PROVENANCE_FIELDS = ("plugin", "plugin_version", "genbench_version")
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _joined(parts: Iterable[str | None]) -> str | None:
+    """The distinct entries of comma-separated ``parts``, in their order, comma-separated (None if none)."""
+    entries = [entry.strip() for part in parts if part for entry in part.split(",") if entry.strip()]
+    return ", ".join(dict.fromkeys(entries)) or None
+
+
+def provenance(board: pd.DataFrame) -> dict:
+    """What the board was made with: ``genbench_version``, this genbench (which scored and rendered
+    it); ``values_genbench_versions``, the genbench versions that computed its values; ``measures``,
+    one entry per measure row (the reference rows left out): its label, ``plugin`` (the distribution
+    that registered the measure), ``plugin_version`` and ``genbench_version``, as its values recorded
+    them (None where they did not: stores written before values recorded them)."""
+    entries: dict[str, dict[str, list]] = {}
+    for record in _records(board):
+        if record.get("reference"):
+            continue
+        entry = entries.setdefault(record["measure"], {key: [] for key in PROVENANCE_FIELDS})
+        for key in PROVENANCE_FIELDS:
+            entry[key].append(_text(record.get(key)))
+    measures = [{"measure": label, **{key: _joined(parts) for key, parts in entry.items()}} for label, entry in entries.items()]
+    versions = _joined(entry["genbench_version"] for entry in measures)
+    return {
+        "genbench_version": __version__,
+        "values_genbench_versions": versions.split(", ") if versions else [],
+        "measures": measures,
+    }
+
+
+def provenance_line(board: pd.DataFrame) -> str:
+    """The board's provenance as one sentence (see ``provenance``)."""
+    found = provenance(board)
+    by_origin: dict[str, list[str]] = {}
+    for entry in found["measures"]:
+        origin = f"{entry['plugin']} {entry['plugin_version']}" if entry["plugin"] else "origin not recorded"
+        by_origin.setdefault(origin, []).append(entry["measure"])
+    computed = ", ".join(found["values_genbench_versions"]) or "a genbench that did not record its version"
+    line = f"Provenance: scored with genbench {found['genbench_version']}; values computed with genbench {computed}."
+    if by_origin:
+        line += " Measures: " + "; ".join(f"{origin} ({', '.join(labels)})" for origin, labels in by_origin.items()) + "."
+    return line
+
+
 def _markdown(board: pd.DataFrame) -> str:
     out = []
     for label, part in _slices(board):
@@ -300,6 +355,7 @@ def _markdown(board: pd.DataFrame) -> str:
             out.append(sanity + "\n")
     out += [f"> {note}\n" for note in _notes(board)]
     out.append(FOOTNOTE + "\n")
+    out.append(provenance_line(board) + "\n")
     return "\n".join(out)
 
 
@@ -314,7 +370,8 @@ _NUMERIC = {True: "", False: ' class="num"'}
 
 
 def _html(board: pd.DataFrame, title: str) -> str:
-    parts = [f"<section class=\"leaderboard\"><style>{_HTML_STYLE}</style>"]
+    version = html.escape(__version__, quote=True)
+    parts = [f"<section class=\"leaderboard\" data-genbench-version=\"{version}\"><style>{_HTML_STYLE}</style>"]
     for label, part in _slices(board):
         heading = f"{title} — {label}" if label else title
         parts.append(f"<h3>{html.escape(heading)}</h3><table><thead><tr>")
@@ -323,7 +380,11 @@ def _html(board: pd.DataFrame, title: str) -> str:
         records = _records(part)
         for record, row in zip(records, _cells(records, _COLUMNS)):
             kind = "reference" if record["reference"] else ("fail" if record["axiom"] == "fail" else "")
-            parts.append(f"<tr class=\"{kind}\">")
+            origin = "".join(
+                f' data-{key.replace("_", "-")}="{html.escape(_text(record.get(key)), quote=True)}"'
+                for key in PROVENANCE_FIELDS if _text(record.get(key))
+            )
+            parts.append(f"<tr class=\"{kind}\"{origin}>")
             parts += [f"<td{_NUMERIC[column.left]}>{html.escape(cell)}</td>" for column, cell in zip(_COLUMNS, row)]
             parts.append("</tr>")
         parts.append("</tbody></table>")
@@ -331,7 +392,8 @@ def _html(board: pd.DataFrame, title: str) -> str:
         if sanity:
             parts.append(f"<p class=\"note\">{html.escape(sanity)}</p>")
     parts += [f"<p class=\"note\"><b>Note:</b> {html.escape(note)}</p>" for note in _notes(board)]
-    parts.append(f"<p class=\"note\">{html.escape(FOOTNOTE)}</p></section>")
+    parts.append(f"<p class=\"note\">{html.escape(FOOTNOTE)}</p>")
+    parts.append(f"<p class=\"note provenance\">{html.escape(provenance_line(board))}</p></section>")
     return "".join(parts) + "\n"
 
 
@@ -381,13 +443,17 @@ def _table(board: pd.DataFrame, title: str, width: int | None) -> str:
 def render(board: pd.DataFrame, fmt: Format = "table", title: str = "genbench leaderboard", width: int | None = None) -> str:
     """The leaderboard as text in ``fmt``: a rich table as wide as ``width`` (the terminal's when
     None; columns of less weight are left out, and named, when they do not fit), markdown, csv
-    (``psi_axes`` as one ``psi_<axis>`` column per axis), json or an html fragment (a styled
-    table, self-contained)."""
+    (``psi_axes`` as one ``psi_<axis>`` column per axis), json (``rows``, ``notes`` and
+    ``provenance``, see ``provenance``) or an html fragment (a styled table, self-contained; each
+    measure row's provenance in ``data-plugin``, ``data-plugin-version`` and
+    ``data-genbench-version``, the section's ``data-genbench-version`` this genbench's, and the
+    board's provenance in a sentence, as in markdown). Every row carries its ``plugin``,
+    ``plugin_version`` and ``genbench_version`` (the json and csv columns of those names)."""
     if fmt == "csv":
         return _flat_axes(board).to_csv(index=False)
     if fmt == "json":
         records = [{key: _json_value(value) for key, value in record.items()} for record in _records(board)]
-        return json.dumps({"rows": records, "notes": _notes(board)}, indent=2, allow_nan=False)
+        return json.dumps({"rows": records, "notes": _notes(board), "provenance": provenance(board)}, indent=2, allow_nan=False)
     if fmt == "markdown":
         return _markdown(board)
     if fmt == "html":

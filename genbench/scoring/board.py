@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -112,6 +112,10 @@ def _last_known(keys: np.ndarray, values: np.ndarray, order: np.ndarray) -> dict
     return dict(zip(chosen.index, chosen.to_numpy()))
 
 
+#: The provenance columns of the values (``Store.measure_values()``), as ``MeasureScore`` names them.
+PROVENANCE = ("plugin", "plugin_version", "genbench_version")
+
+
 @dataclass
 class _Variant:
     """One leaderboard row's values: a measure at one set of options, on the board's runs."""
@@ -122,6 +126,13 @@ class _Variant:
     value: np.ndarray  # one per run, NaN where there is no "ok" value
     present: np.ndarray  # whether the run has a value row (of any status)
     seconds: np.ndarray  # of each value row
+    provenance: dict[str, str | None] = field(default_factory=dict)  # PROVENANCE, as the scored rows recorded
+
+
+def _recorded(cells: np.ndarray) -> str | None:
+    """The distinct recorded entries of ``cells`` (ordered by creation), comma-separated; None if none."""
+    known = pd.unique(cells[~pd.isna(cells)])  # in order of appearance
+    return ", ".join(str(cell) for cell in known) if known.size else None
 
 
 def _variants(values: pd.DataFrame, run_ids: pd.Index, kinds: Mapping[str, str] | None) -> list[_Variant]:
@@ -154,6 +165,7 @@ def _variants(values: pd.DataFrame, run_ids: pd.Index, kinds: Mapping[str, str] 
     defaults = _last_known(variant_codes, _object_column(values, "default_options")[rows], by_creation)
     variant_counts = pd.Series(variant_names).value_counts()
 
+    provenance_columns = {column: _object_column(values, column) for column in PROVENANCE}
     options_column = values["options"].to_numpy(dtype=object)
     labels = []
     for code, name in enumerate(variant_names):
@@ -190,7 +202,9 @@ def _variants(values: pd.DataFrame, run_ids: pd.Index, kinds: Mapping[str, str] 
         run_values[positions[chosen]] = value[chosen]
         present = np.zeros(len(run_ids), dtype=bool)
         present[positions[chosen]] = True
-        result.append(_Variant(label, name, kind, run_values, present, seconds[chosen]))
+        in_order = rows[chosen][np.argsort(created[rows[chosen]], kind="stable")]
+        provenance = {column: _recorded(cells[in_order]) for column, cells in provenance_columns.items()}
+        result.append(_Variant(label, name, kind, run_values, present, seconds[chosen], provenance))
     return result
 
 
@@ -333,6 +347,7 @@ class _Board:
             value_clean=_nan_mean(values[levels == levels.min()]) if levels.size else float("nan"),
             value_noise=_nan_mean(values[levels == levels.max()]) if levels.size else float("nan"),
             seconds_per_run=_nan_mean(variant.seconds),
+            **variant.provenance,
         )
 
     def oracle(self, std: float) -> _Variant:
@@ -408,6 +423,10 @@ def score_measures(
     * ``value_clean``, ``value_noise``: mean value at the lowest and the highest level.
     * ``runs``: how many values were scored; ``seconds_per_run``: mean seconds of its "ok"
       values (what computing a value cost; failed and skipped ones are left out).
+    * ``plugin``, ``plugin_version``, ``genbench_version``: the provenance the row's values recorded
+      (the distribution that registered the measure, its version, the genbench that computed them;
+      several comma-separated, oldest first; None where no value recorded it: older stores, or
+      ``values`` without those columns).
 
     Reference rows (kind "reference"): the gap plus N(0, std^2) noise (:func:`noisy_oracle`,
     std in ``ORACLE_STDS``, seed ``ORACLE_SEED``) over all runs, scored as complexity.
