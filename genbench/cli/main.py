@@ -12,6 +12,7 @@ from genbench.cli import runs
 from genbench.cli import leaderboard
 from genbench.cli import store_check
 from genbench.cli import report
+from genbench.cli import plugin_new
 from genbench.cli.common import fail, raise_errors
 from genbench.errors import ExitCode
 
@@ -44,6 +45,7 @@ info.register(app)
 data.register(app)
 store_check.register(app)
 report.register(app)
+plugin_new.register(app)
 
 
 def main() -> None:
