@@ -214,7 +214,7 @@ def test_the_api_callback_gets_increasing_counts_and_the_stages_totals(tmp_path,
 
     # a reporter of the caller's replaces any progress setting
     mine: list[ProgressEvent] = []
-    genbench.evaluate(["frobenius-norm"], store=store, device="cpu", reporter=ProgressReporter(CallbackView(mine.append)),
+    genbench.evaluate(["path-norm"], store=store, device="cpu", reporter=ProgressReporter(CallbackView(mine.append)),
                       progress=lambda event: pytest.fail("the progress callable was called"))
     assert [(e.kind, e.done, e.total) for e in mine if e.kind != "progress"] == [("start", 0, 4), ("end", 4, 4)]
     assert capfd.readouterr().err == ""
