@@ -37,11 +37,24 @@ BROKEN_PLUGIN = {
 CLASHING_PLUGIN = {
     "plugins/gbclash_plugin.py": (
         "from genbench import hookimpl\n\n"
-        "class Clash:\n    name = 'mlp'\n\n"
+        "from genbench import Options\n\n"
+        "class Clash:\n    name = 'mlp'\n    description = 'a model of the same name'\n    Options = Options\n"
+        "    vmappable = True\n\n    def build(self, input_shape, num_classes, options):\n        raise NotImplementedError\n\n"
         "@hookimpl\ndef register_models(register):\n    register(Clash())\n"
     ),
     "plugins/gbclash-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: gbclash\nVersion: 0.1\n",
     "plugins/gbclash-0.1.dist-info/entry_points.txt": "[genbench]\nclash = gbclash_plugin\n",
+}
+#: A plugin distribution whose corruption's apply lacks the test_labels argument the engine passes.
+MALFORMED_PLUGIN = {
+    "plugins/gbmalformed_plugin.py": (
+        "from genbench import Options, hookimpl\n\n"
+        "class Flip:\n    name = 'flip'\n    description = 'a corruption'\n    Options = Options\n\n"
+        "    def apply(self, dataset, level, seed, options):\n        return dataset\n\n"
+        "@hookimpl\ndef register_corruptions(register):\n    register(Flip())\n"
+    ),
+    "plugins/gbmalformed-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: gbmalformed\nVersion: 0.1\n",
+    "plugins/gbmalformed-0.1.dist-info/entry_points.txt": "[genbench]\nmalformed = gbmalformed_plugin\n",
 }
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -196,8 +209,16 @@ CASES = [
          files=BROKEN_PLUGIN, env={"PYTHONPATH": "{in}/plugins", "GENBENCH_STRICT_PLUGINS": "1"}),
     Case("plugin-raises-on-import-run", ("run", "--no-evaluate"), PLUGIN, "boom at import", "trained",
          files=BROKEN_PLUGIN, env={"PYTHONPATH": "{in}/plugins", "GENBENCH_STRICT_PLUGINS": "1"}),
-    Case("plugin-name-taken-strict", ("list", "models"), PLUGIN, "model 'mlp'",
+    Case("plugin-name-taken-strict", ("list", "models"), PLUGIN, "model 'mlp' is registered twice",
          files=CLASHING_PLUGIN, env={"PYTHONPATH": "{in}/plugins", "GENBENCH_STRICT_PLUGINS": "1"}),
+    Case("plugin-component-malformed-strict", ("run", "--no-evaluate"), PLUGIN,
+         "registered corruption 'flip' is refused: its apply cannot be called as apply(dataset, level, seed, options, test_labels)",
+         files=MALFORMED_PLUGIN, env={"PYTHONPATH": "{in}/plugins", "GENBENCH_STRICT_PLUGINS": "1"}),
+    # ------------------------------------------------------------------ environment
+    Case("progress-unknown-run", ("run", "--levels", "0", "--seeds", "0", "--model", "mlp", "--no-evaluate"), USAGE,
+         "GENBENCH_PROGRESS='bogus': expected one of bar, lines, none", env={"GENBENCH_PROGRESS": "bogus"}),
+    Case("progress-unknown-evaluate", ("evaluate", "--measure", "params"), USAGE,
+         "GENBENCH_PROGRESS='bogus': expected one of bar, lines, none", "trained", env={"GENBENCH_PROGRESS": "bogus"}),
 ]
 
 

@@ -263,9 +263,10 @@ def _train_evaluate_and_rank(
         _print_plan(spec, runs, measures, store, evaluate)
         return
     check_trainable(runs, store, data_dir, device)  # a bad device, missing data, …: before the store exists
+    reporter = cli_reporter(stderr)  # a bad GENBENCH_PROGRESS, too
     target = api.open_store(store)
     executor = executor or ExecutorChoice("local", ExecutorOptions())
-    with Engine(target, device=device, data_dir=str(data_dir) if data_dir else None, reporter=cli_reporter(stderr),
+    with Engine(target, device=device, data_dir=str(data_dir) if data_dir else None, reporter=reporter,
                 executor=executor.name, executor_options=executor.options) as engine:
         stderr.print(f"experiment '{spec.name}': {len(runs)} runs, store {target.root}, device {engine.device}"
                      + ("" if executor.name == "local" else f", executor {executor.name}"))
@@ -378,9 +379,10 @@ def register(app: typer.Typer) -> None:
         if spec_file is not None:
             # so do a bad spec, missing data and a model that cannot take it, before the store is touched
             check_trainable(resolve_runs(api.load_spec(spec_file)), store, data_dir, device)
+        reporter = cli_reporter(stderr)
         target = api.open_store(store, create=spec_file is not None)
         values = api.evaluate(
-            measure, store=target, spec=spec_file, device=device, reporter=cli_reporter(stderr),
+            measure, store=target, spec=spec_file, device=device, reporter=reporter,
             data_dir=str(data_dir) if data_dir else None, executor=choice.name, executor_options=choice.options,
         )
         stderr.print(f"computed {len(values)} new measure values")
