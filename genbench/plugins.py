@@ -158,10 +158,11 @@ def load_plugins(entry_points: list[metadata.EntryPoint] | None = None) -> Plugi
             _warn(f"plugin {point.name} ({record.distribution} {record.version}) {record.error}")
             continue
         for hook_name in _unknown_hooks(manager, module):
-            message = f"implements {hook_name}, which is not a genbench hook{_hook_hint(hook_name)}; it is ignored"
-            record.error = message if record.error is None else f"{record.error}; {message}"
+            message = f"implements {hook_name}, which is not a genbench hook{_hook_hint(hook_name)}"
             if _strict():
                 raise PluginError(f"plugin {point.name} ({record.distribution} {record.version}) {message}")
+            message += "; it is ignored"
+            record.error = message if record.error is None else f"{record.error}; {message}"
             _warn(f"plugin {point.name} ({record.distribution} {record.version}) {message}")
 
     registries = {key: Registry[Any](noun) for key, noun in HOOKS.values()}

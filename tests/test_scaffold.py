@@ -73,7 +73,7 @@ def test_the_package_of_each_kind(kind, tmp_path):
     assert len([node for node in tests.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]) >= 3
 
     readme = (root / "README.md").read_text()
-    assert "pip install -e ." in readme and "pytest" in readme and f"{module}/__init__.py" in readme
+    assert 'pip install -e ".[test]"' in readme and "pytest" in readme and f"{module}/__init__.py" in readme
 
 
 def test_the_names_a_plugin_name_implies():

@@ -63,8 +63,8 @@ def register(app: typer.Typer) -> None:
         for path in sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()):
             stdout.print(f"  {path}", markup=False, highlight=False)
         stdout.print(
-            f"next: cd {folder} && pip install -e . && pytest"
-            f"   (then `genbench list {names.kind}s` shows '{names.name}')",
+            f"next: cd {folder} && pip install -e \".[test]\" && pytest"
+            f"   (then `genbench plugins` lists it and `genbench list {names.kind}s` shows '{names.name}')",
             markup=False,
             highlight=False,
         )

@@ -44,7 +44,7 @@ A plugin for genbench, the benchmark of generalization measures. It adds one {{k
 Next to genbench, in the same environment, from this folder:
 
 ```bash
-pip install -e .
+pip install -e ".[test]"            # the [test] extra brings pytest
 genbench plugins                  # {{name}} is listed as loaded, with what it registered
 genbench list {{kind}}s --options   # {{name}}, origin plugin {{name}} ({{distribution}} 0.1.0)
 ```
