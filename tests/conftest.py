@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -49,3 +51,28 @@ def _no_ambient_store(monkeypatch, tmp_path):
     # genbench's own suite sees the built-ins only, whatever plugins are installed beside it; a
     # test of plugin loading passes its entry points and clears this itself.
     monkeypatch.setenv("GENBENCH_LOAD_PLUGINS", "")
+
+
+#: The names of the plugin modules tests write into tmp_path ("gbtest_…", "gbproto_…"): a test
+#: that loads plugins of its own forgets them afterwards.
+TEST_PLUGIN_MODULE = re.compile(r"^gb[a-z]+_")
+
+
+@pytest.fixture
+def plugin_sandbox(monkeypatch):
+    """For a test that loads plugins of its own: no plugin environment variables (every entry
+    point it passes loads), a fresh plugin set before and after, and the test plugin modules it
+    imported forgotten afterwards."""
+    import sys
+
+    import genbench.plugins
+
+    for variable in ("GENBENCH_LOAD_PLUGINS", "GENBENCH_STRICT_PLUGINS", "GENBENCH_RAISE_ERRORS"):
+        monkeypatch.delenv(variable, raising=False)
+    genbench.plugins.reset_plugins()
+    before = set(sys.modules)
+    yield
+    genbench.plugins.reset_plugins()
+    for name in set(sys.modules) - before:
+        if TEST_PLUGIN_MODULE.match(name):
+            del sys.modules[name]

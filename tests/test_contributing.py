@@ -110,16 +110,9 @@ def section_blocks(body: str) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def clean_plugin_state(monkeypatch):
-    monkeypatch.delenv("GENBENCH_LOAD_PLUGINS", raising=False)
-    monkeypatch.delenv("GENBENCH_STRICT_PLUGINS", raising=False)
-    genbench.plugins.reset_plugins()
-    before = set(sys.modules)
+def clean_plugin_state(plugin_sandbox):
+    """Every test here loads plugins of its own (see conftest's plugin_sandbox)."""
     yield
-    genbench.plugins.reset_plugins()
-    for name in set(sys.modules) - before:
-        if name.startswith("gbcontrib_"):
-            del sys.modules[name]
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import importlib
 import inspect
 import math
 import re
-import sys
 import textwrap
 import uuid
 from importlib.metadata import EntryPoint
@@ -24,7 +23,6 @@ import numpy as np
 import pytest
 import torch
 
-import genbench.plugins
 from genbench import hookspecs
 from genbench.datasets import Dataset, load_dataset
 from genbench.executors import ExecutorOptions, UnitFailure
@@ -111,16 +109,9 @@ def documented_forms(cls: type) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def clean_plugin_state(monkeypatch):
-    monkeypatch.delenv("GENBENCH_LOAD_PLUGINS", raising=False)
-    monkeypatch.delenv("GENBENCH_STRICT_PLUGINS", raising=False)
-    genbench.plugins.reset_plugins()
-    before = set(sys.modules)
+def clean_plugin_state(plugin_sandbox):
+    """Every test here loads plugins of its own (see conftest's plugin_sandbox)."""
     yield
-    genbench.plugins.reset_plugins()
-    for name in set(sys.modules) - before:
-        if name.startswith("gbdoc_"):
-            del sys.modules[name]
 
 
 @pytest.fixture

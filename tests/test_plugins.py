@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import textwrap
 import uuid
 from importlib.metadata import EntryPoint
@@ -71,18 +70,9 @@ def register_measure(register):
 
 
 @pytest.fixture(autouse=True)
-def clean_plugin_state(monkeypatch):
-    """No plugin environment variables, and no plugin set left over between tests."""
-    monkeypatch.delenv("GENBENCH_LOAD_PLUGINS", raising=False)
-    monkeypatch.delenv("GENBENCH_STRICT_PLUGINS", raising=False)
-    monkeypatch.delenv("GENBENCH_RAISE_ERRORS", raising=False)
-    genbench.plugins.reset_plugins()
-    before = set(sys.modules)
+def clean_plugin_state(plugin_sandbox):
+    """Every test here loads plugins of its own (see conftest's plugin_sandbox)."""
     yield
-    genbench.plugins.reset_plugins()
-    for name in set(sys.modules) - before:
-        if name.startswith("gbtest_"):
-            del sys.modules[name]
 
 
 @pytest.fixture

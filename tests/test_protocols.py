@@ -8,7 +8,6 @@ registry checks agree with the typing protocols and with the hookspecs' docstrin
 from __future__ import annotations
 
 import inspect
-import sys
 import textwrap
 import typing
 import uuid
@@ -158,16 +157,9 @@ CASES = [
 
 
 @pytest.fixture(autouse=True)
-def clean_plugin_state(monkeypatch):
-    monkeypatch.delenv("GENBENCH_STRICT_PLUGINS", raising=False)
-    monkeypatch.delenv("GENBENCH_LOAD_PLUGINS", raising=False)
-    genbench.plugins.reset_plugins()
-    before = set(sys.modules)
+def clean_plugin_state(plugin_sandbox):
+    """Every test here loads plugins of its own (see conftest's plugin_sandbox)."""
     yield
-    genbench.plugins.reset_plugins()
-    for name in set(sys.modules) - before:
-        if name.startswith("gbproto_"):
-            del sys.modules[name]
 
 
 @pytest.fixture
