@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import genbench
 from genbench.datasets import Dataset
 from genbench.engine import Retrainer
 from genbench.measures.base import MeasureContext, RetrainJob, TrainingLog
@@ -147,3 +148,19 @@ class RecordingRetrainer:
 
     def predict(self, model, inputs):
         return self.inner.predict(model, inputs)
+
+
+# A well-formed measure that tests of the conformance kit break one rule at a time.
+class Good:
+    """Sum of the weights' absolute values.
+
+    Σ_W Σ_ij |W_ij| over every parameter (a test measure)."""
+
+    name = "good-measure"
+    kind = "complexity"
+    version = "1"
+    requires: frozenset[str] = frozenset()
+    Options = genbench.Options
+
+    def compute(self, ctx, options):
+        return sum(p.detach().abs().sum().item() for p in ctx.model.parameters())

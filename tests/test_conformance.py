@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
+from measure_helpers import Good
 from pydantic import Field
+from torch import nn
 
 import genbench
 from genbench.errors import SpecError
-from genbench.measures.base import Estimate
 from genbench.measures import builtin_measures
+from genbench.measures.base import Estimate
 from genbench.plugins import get_plugins
 from genbench.testing import ConformanceError, check_measure, check_model
 
@@ -39,20 +39,6 @@ def test_every_builtin_measure_passes(name):
     values = check_measure(BUILTIN[name]())
     assert set(values) == {"mlp", "cnn"}
 
-
-class Good:
-    """Sum of the weights' absolute values.
-
-    Σ_W Σ_ij |W_ij| over every parameter (a test measure)."""
-
-    name = "good-measure"
-    kind = "complexity"
-    version = "1"
-    requires: frozenset[str] = frozenset()
-    Options = genbench.Options
-
-    def compute(self, ctx, options):
-        return sum(p.detach().abs().sum().item() for p in ctx.model.parameters())
 
 
 def broken(**changes):

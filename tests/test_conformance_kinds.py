@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 import torch
+from measure_helpers import Good
 from pydantic import Field
 from torch import nn
 
@@ -504,20 +505,6 @@ def test_the_network_is_refused_only_while_a_dataset_loads():
 
 
 # --------------------------------------------------------------------------- names and docstrings
-class Good:
-    """Sum of the weights' absolute values.
-
-    Σ_W Σ_ij |W_ij| over every parameter (a test measure)."""
-
-    name = "good-measure"
-    kind = "complexity"
-    version = "1"
-    requires: frozenset[str] = frozenset()
-    Options = genbench.Options
-
-    def compute(self, ctx, options):
-        return sum(p.detach().abs().sum().item() for p in ctx.model.parameters())
-
 
 class Documented:
     """A base class with a docstring.
