@@ -89,3 +89,9 @@ class NotApplicable(MeasureError):
     """A measure has no value on this run by its definition (e.g. steps to a cross-entropy the
     retraining never reaches because it diverges): the value is stored as skipped, with this
     reason, and is not computed again."""
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception (``Type`` alone when it says nothing)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

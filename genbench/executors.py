@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
-from genbench.errors import ExecutorError, ExitCode, GenbenchError, GenbenchWarning, SpecError, UsageError
+from genbench.errors import ExecutorError, ExitCode, GenbenchError, GenbenchWarning, SpecError, UsageError, first_line
 from genbench.hookspecs import hookimpl
 
 Record = Any
@@ -97,12 +97,6 @@ class Executor(Protocol):
     description: str
 
     def open(self, options: ExecutorOptions) -> contextlib.AbstractContextManager[Pool]: ...
-
-
-def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` of an exception."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _raise_errors() -> bool:

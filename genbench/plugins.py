@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from genbench import hookspecs
-from genbench.errors import DuplicateNameError, GenbenchError, PluginError
+from genbench.errors import DuplicateNameError, GenbenchError, PluginError, first_line
 from genbench.protocols import problems
 from genbench.registry import Origin, Registry
 
@@ -107,11 +107,6 @@ def _genbench_version() -> str:
     return __version__
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def discover_entry_points() -> list[metadata.EntryPoint]:
     """Entry points of group ``genbench`` of every installed distribution."""
     return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
@@ -152,7 +147,7 @@ def load_plugins(entry_points: list[metadata.EntryPoint] | None = None) -> Plugi
             module = point.load()
             manager.register(module, name=f"entry-point:{point.name}")
         except Exception as exc:  # a broken plugin must not break genbench
-            record.status, record.error = "failed", f"failed to load: {_describe(exc)}"
+            record.status, record.error = "failed", f"failed to load: {first_line(exc)}"
             if _strict():
                 raise PluginError(f"plugin {point.name}: {record.error}") from exc
             _warn(f"plugin {point.name} ({record.distribution} {record.version}) {record.error}")
@@ -230,8 +225,8 @@ def _call_hook(
         if record.name == "genbench" or _strict():
             if isinstance(exc, GenbenchError):
                 raise
-            raise PluginError(f"{record.origin} failed in {hook_name}: {_describe(exc)}") from exc
-        message = str(exc) if isinstance(exc, GenbenchError) else _describe(exc)
+            raise PluginError(f"{record.origin} failed in {hook_name}: {first_line(exc)}") from exc
+        message = str(exc) if isinstance(exc, GenbenchError) else first_line(exc)
         record.status, record.error = "failed", f"failed in {hook_name}: {message}"
         _warn(f"{record.origin} {record.error}")
 

@@ -4,12 +4,11 @@ rules, the name-against-the-registry rule."""
 from __future__ import annotations
 
 import importlib.metadata
-import re
 from typing import Any
 
+from genbench.errors import first_line  # noqa: F401 - the checks' one-line reason, shared from here
+from genbench.protocols import NAME_PATTERN
 from genbench.schemas import Options
-
-NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
 
 
 class ConformanceError(AssertionError):
@@ -21,12 +20,6 @@ class ConformanceError(AssertionError):
 def fail(component: str, message: str) -> None:
     """Raise the one-line ConformanceError "<component>: <message>"."""
     raise ConformanceError(f"{component}: {message}")
-
-
-def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` of an exception (``Type`` alone when it says nothing)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def instance(component: Any) -> Any:
