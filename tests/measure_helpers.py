@@ -164,3 +164,14 @@ class Good:
 
     def compute(self, ctx, options):
         return sum(p.detach().abs().sum().item() for p in ctx.model.parameters())
+
+
+#: Three tiny MLP runs on 120 digits (p_c 0, 0.5, 1), with the params measure: seconds to train.
+TINY_GRID = {
+    "datasets": [{"name": "digits", "subset": 120}],
+    "models": [{"name": "mlp", "hidden": [16]}],
+    "levels": [0.0, 0.5, 1.0],
+    "seeds": [0],
+    "measures": ["params"],
+    "train": {"lr": 0.1, "schedule": "constant", "max_steps": 40},
+}

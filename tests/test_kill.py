@@ -180,6 +180,20 @@ def _expect(condition: bool, what: str) -> None:
     assert condition, f"the kill missed its window: {what}"
 
 
+#: Dies inside the INSERT of the second run row (executed, not committed).
+SECOND_RUN_ROW = """
+def after_execute(sql):
+    if inserts_into(sql, "runs") and nth("run row", 2):
+        die()
+""" + KILLING_CONNECTION
+#: Dies inside the INSERT of the fifth measure value (executed, not committed).
+FIFTH_VALUE_ROW = """
+def after_execute(sql):
+    if inserts_into(sql, "measure_values") and nth("value row", 5):
+        die()
+""" + KILLING_CONNECTION
+
+
 POINTS = [
     KillPoint(
         "training, after 20 optimizer steps of the first group",
@@ -218,11 +232,7 @@ def after_replace(src, dst):
     ),
     KillPoint(
         "inside the sqlite write of a run row (INSERT executed, not committed; second run)",
-        patch="""
-def after_execute(sql):
-    if inserts_into(sql, "runs") and nth("run row", 2):
-        die()
-""" + KILLING_CONNECTION,
+        patch=SECOND_RUN_ROW,
         after_kill=lambda s: _expect(len(s.runs) == 1, "not exactly the first run row committed"),
     ),
     KillPoint(
@@ -242,30 +252,18 @@ measure.compute = compute
     ),
     KillPoint(
         "inside the sqlite write of a measure value (INSERT executed, not committed; fifth value)",
-        patch="""
-def after_execute(sql):
-    if inserts_into(sql, "measure_values") and nth("value row", 5):
-        die()
-""" + KILLING_CONNECTION,
+        patch=FIFTH_VALUE_ROW,
         after_kill=lambda s: _expect(len(s.runs) == RUNS and len(s.values) == 4, "not exactly 4 values committed"),
     ),
     KillPoint(
         "under dask: the driver inside the sqlite write of a run a worker sent (second run)",
-        patch="""
-def after_execute(sql):
-    if inserts_into(sql, "runs") and nth("run row", 2):
-        die()
-""" + KILLING_CONNECTION,
+        patch=SECOND_RUN_ROW,
         argv=("--executor", "dask", "--workers", "2"),
         after_kill=lambda s: _expect(len(s.runs) == 1, "not exactly the first run row committed"),
     ),
     KillPoint(
         "under dask: the driver inside the sqlite write of a measure value a worker sent (fifth value)",
-        patch="""
-def after_execute(sql):
-    if inserts_into(sql, "measure_values") and nth("value row", 5):
-        die()
-""" + KILLING_CONNECTION,
+        patch=FIFTH_VALUE_ROW,
         argv=("--executor", "dask", "--workers", "2"),
         after_kill=lambda s: _expect(len(s.runs) == RUNS and len(s.values) == 4, "not exactly 4 values committed"),
     ),

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from measure_helpers import TINY_GRID
 from typer.testing import CliRunner
 
 import genbench
@@ -24,14 +25,7 @@ from genbench.cli.main import app
 from genbench.errors import ExitCode
 from genbench.store import CHECKPOINTS
 
-SPEC = {
-    "datasets": [{"name": "digits", "subset": 120}],
-    "models": [{"name": "mlp", "hidden": [16]}],
-    "levels": [0.0, 0.5, 1.0],
-    "seeds": [0],
-    "measures": ["params"],
-    "train": {"lr": 0.1, "schedule": "constant", "max_steps": 40},
-}
+SPEC = TINY_GRID
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,14 @@
 from __future__ import annotations
 
 import pytest
+from measure_helpers import TINY_GRID
 from typer.testing import CliRunner
 
 import genbench
 from genbench.cli.main import app
 from genbench.errors import ExitCode
 
-SPEC = {
-    "datasets": [{"name": "digits", "subset": 120}],
-    "models": [{"name": "mlp", "hidden": [16]}],
-    "levels": [0.0, 0.5, 1.0],
-    "seeds": [0],
-    "measures": ["params"],
-    "train": {"lr": 0.1, "schedule": "constant", "max_steps": 40},
-}
+SPEC = TINY_GRID
 
 
 @pytest.fixture
