@@ -20,13 +20,12 @@ from typing import Any
 
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
-from genbench.plugins import load_plugins
+from genbench import measures
 
 #: The committed report whose ``s/run`` column gives each measure's cost (relative to the checkout).
 COST_REPORT = Path("examples") / "reports" / "default-run.md"
 #: The command that regenerates docs/measures.md.
 COMMAND = "python -m genbench.catalogue > docs/measures.md"
-BUILTIN = "genbench"
 
 
 def default_cost_report() -> Path:
@@ -35,10 +34,9 @@ def default_cost_report() -> Path:
 
 
 def builtin_measures() -> list[tuple[str, Any]]:
-    """(name, measure) of every measure genbench registers itself, by name: a plugin set with
-    no entry points, filtered on the origin too."""
-    registry = load_plugins(entry_points=[]).registry("measures")
-    return [(name, measure) for name, measure in registry.items() if registry.origin(name).plugin == BUILTIN]
+    """(name, measure) of every measure genbench registers itself (its ``register_measures``
+    hook registers one of each class ``genbench.measures.builtin_measures`` lists), by name."""
+    return sorted(((cls.name, cls()) for cls in measures.builtin_measures()), key=lambda pair: pair[0])
 
 
 def seconds_per_run(report: str) -> dict[str, str]:

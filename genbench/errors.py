@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 
 
 class ExitCode(enum.IntEnum):
@@ -95,3 +96,8 @@ def first_line(exc: BaseException) -> str:
     """``Type: first line of the message`` of an exception (``Type`` alone when it says nothing)."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def raise_errors() -> bool:
+    """Whether ``GENBENCH_RAISE_ERRORS`` asks for tracebacks instead of one-line errors."""
+    return os.environ.get("GENBENCH_RAISE_ERRORS", "") not in ("", "0")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
-from genbench.errors import ExecutorError, ExitCode, GenbenchError, GenbenchWarning, SpecError, UsageError, first_line
+from genbench.errors import ExecutorError, ExitCode, GenbenchError, GenbenchWarning, SpecError, UsageError, first_line, raise_errors
 from genbench.hookspecs import hookimpl
 
 Record = Any
@@ -99,10 +99,6 @@ class Executor(Protocol):
     def open(self, options: ExecutorOptions) -> contextlib.AbstractContextManager[Pool]: ...
 
 
-def _raise_errors() -> bool:
-    return os.environ.get("GENBENCH_RAISE_ERRORS", "") not in ("", "0")
-
-
 # ------------------------------------------------------------------------------------------ local
 class LocalPool:
     """Runs each unit in this process, one after another."""
@@ -119,7 +115,7 @@ class LocalPool:
             except _StoreRecordError as exc:  # the driver's own write failed: that error, not the unit's
                 raise exc.error from None
             except Exception as exc:  # noqa: BLE001 - one unit's failure must not lose the others
-                if _raise_errors():
+                if raise_errors():
                     raise
                 code = exc.exit_code if isinstance(exc, GenbenchError) else ExitCode.FAILURE
                 failures.append(UnitFailure(index, name, first_line(exc), int(code)))
@@ -145,7 +141,7 @@ class LocalExecutor:
 
 
 # ------------------------------------------------------------------------------------------- dask
-def run_on_worker(task: Task, unit: Any, topic: str, threads: int | None) -> dict[str, Any]:
+def run_on_worker(task: Task, unit: Any, topic: str, threads: int) -> dict[str, Any]:
     """What a dask worker runs for one unit: the task with its records collected (they travel back
     with the result) and its progress sent to the driver as ``topic`` events, steps summed over
     ``PROGRESS_INTERVAL``. An exception becomes the result's ``error``: a unit that fails in code
@@ -153,10 +149,9 @@ def run_on_worker(task: Task, unit: Any, topic: str, threads: int | None) -> dic
     raised travel back with it, for the driver to show."""
     from distributed import get_worker
 
-    if threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     worker = get_worker()
     records: list[Record] = []
     pending = {"steps": 0, "members": 0, "sent": time.monotonic()}
@@ -243,10 +238,10 @@ class DaskPool:
             _drain(events, on_progress)
         except _StoreRecordError as exc:  # the driver's own write failed: that error, not the unit's
             raise exc.error from None
-        except (GenbenchError, KeyboardInterrupt):
+        except GenbenchError:
             raise
         except Exception as exc:  # noqa: BLE001 - the scheduler went away (cancelled futures, a closed comm)
-            if _raise_errors():
+            if raise_errors():
                 raise
             raise ExecutorError(f"lost the dask scheduler: {first_line(exc)}; what was stored stays stored") from None
         finally:
@@ -261,16 +256,13 @@ class DaskPool:
         try:
             outcome = future.result()
         except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker once its retries are spent
-            if _raise_errors():
+            if raise_errors():
                 raise
             return [UnitFailure(index, name, first_line(exc))]
         for note in outcome["warnings"]:
             on_progress("warn", note)
         for record in outcome["records"]:
-            try:
-                on_record(index, record)
-            except Exception as exc:  # noqa: BLE001 - re-raised as itself by run
-                raise _StoreRecordError(exc) from exc
+            _stored(on_record, index, record)
         if outcome["error"] is not None:
             return [UnitFailure(index, name, outcome["error"], outcome["exit_code"])]
         return []
@@ -405,7 +397,7 @@ class DaskExecutor:
                 except GenbenchError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - e.g. workers that cannot start: one line
-                    if _raise_errors():
+                    if raise_errors():
                         raise
                     raise ExecutorError(f"the {kind} dask cluster did not start: {first_line(exc)}") from None
             try:  # sizing and scheduling need the workers: wait for the first (SLURM jobs may queue)

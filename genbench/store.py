@@ -228,11 +228,6 @@ class Store:
             )
 
     @staticmethod
-    def _write_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> str:
-        """Write ``state`` to ``path`` atomically (see ``_write_checkpoint_bytes``); return its sha256."""
-        return Store._write_checkpoint_bytes(path, checkpoint_bytes(state))
-
-    @staticmethod
     def _write_checkpoint_bytes(path: Path, data: bytes) -> str:
         """Write ``data`` to ``path`` through a temporary file of a name no other process uses,
         then rename it into place; return its sha256."""

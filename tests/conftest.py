@@ -48,9 +48,6 @@ def _no_ambient_store(monkeypatch, tmp_path):
     """Tests never write ./genbench-results: the default store lives in tmp_path."""
     monkeypatch.setenv("GENBENCH_STORE", str(tmp_path / "default-store"))
     monkeypatch.delenv("GENBENCH_RAISE_ERRORS", raising=False)
-    # genbench's own suite sees the built-ins only, whatever plugins are installed beside it; a
-    # test of plugin loading passes its entry points and clears this itself.
-    monkeypatch.setenv("GENBENCH_LOAD_PLUGINS", "")
 
 
 #: The names of the plugin modules tests write into tmp_path ("gbtest_…", "gbproto_…"): a test

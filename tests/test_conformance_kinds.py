@@ -696,3 +696,15 @@ def test_the_plugin_fixtures_in_a_test_suite(pytester, monkeypatch):
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*ConformanceError: measure 'zeroing' on the mlp run: changed ctx.train_labels*"])
+
+
+def test_what_the_registry_would_refuse_fails_the_kit_too():
+    """The kit ends each metadata check with the registry's protocol: a closed-form model without
+    fit, initial and from_state used to pass check_model and then be refused at registration."""
+
+    class HalfClosedForm:
+        name, description, Options = "half-closed-form", "a closed-form model without its methods", genbench.Options
+        vmappable, closed_form = False, True
+
+    with pytest.raises(ConformanceError, match=r"model 'half-closed-form': the registry would refuse it: it has no method fit"):
+        check_model(HalfClosedForm())

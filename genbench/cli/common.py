@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import math
-import os
 import sqlite3
 import warnings
 from typing import Any, Callable, Iterator, TypeVar
@@ -18,16 +17,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from genbench.conditions import parse_values
-from genbench.errors import ExitCode, GenbenchError, GenbenchWarning, SpecError, UsageError
+from genbench.errors import ExitCode, GenbenchError, GenbenchWarning, SpecError, UsageError, raise_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
-
-
-def raise_errors() -> bool:
-    return os.environ.get("GENBENCH_RAISE_ERRORS", "") not in ("", "0")
 
 
 def one_line(message: str) -> str:

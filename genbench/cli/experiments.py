@@ -38,7 +38,6 @@ from genbench.cli.executor_options import (
     executor_choice,
     exit_for_failed_units,
 )
-from genbench.executors import ExecutorOptions
 from genbench.plugins import registry
 from genbench.schemas import ComponentRef, ExperimentSpec, TrainConfig, parse_spec
 
@@ -244,7 +243,7 @@ LARGE_GRID = 10_000
 
 def _train_evaluate_and_rank(
     spec: ExperimentSpec, store: Optional[Path], device: Optional[str], data_dir: Optional[Path], fmt: str, evaluate: bool,
-    yes: bool = False, dry_run: bool = False, executor: ExecutorChoice | None = None,
+    executor: ExecutorChoice, yes: bool = False, dry_run: bool = False,
 ) -> None:
     """Train the spec's runs that the store lacks, evaluate its measures (unless ``evaluate`` is
     false), print the leaderboard of its runs, and exit non-zero when values failed."""
@@ -265,7 +264,6 @@ def _train_evaluate_and_rank(
     check_trainable(runs, store, data_dir, device)  # a bad device, missing data, …: before the store exists
     reporter = cli_reporter(stderr)  # a bad GENBENCH_PROGRESS, too
     target = api.open_store(store)
-    executor = executor or ExecutorChoice("local", ExecutorOptions())
     with Engine(target, device=device, data_dir=str(data_dir) if data_dir else None, reporter=reporter,
                 executor=executor.name, executor_options=executor.options) as engine:
         stderr.print(f"experiment '{spec.name}': {len(runs)} runs, store {target.root}, device {engine.device}"
@@ -352,7 +350,7 @@ def register(app: typer.Typer) -> None:
             options=option_axes(width, depth, dropout, option),
         )
         choice = executor_choice(executor, workers, scheduler, cluster, retries)
-        _train_evaluate_and_rank(spec, store, device, data_dir, fmt, evaluate, yes, dry_run, choice)
+        _train_evaluate_and_rank(spec, store, device, data_dir, fmt, evaluate, choice, yes, dry_run)
 
     @app.command()
     @handle_errors

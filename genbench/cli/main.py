@@ -13,8 +13,8 @@ from genbench.cli import leaderboard
 from genbench.cli import store_check
 from genbench.cli import report
 from genbench.cli import plugin_new
-from genbench.cli.common import fail, raise_errors
-from genbench.errors import ExitCode
+from genbench.cli.common import fail
+from genbench.errors import ExitCode, raise_errors
 
 app = typer.Typer(
     name="genbench",

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from genbench.report.progress import LineView, ProgressReporter, progress_reporter
+from genbench.report.progress import ProgressReporter, progress_reporter
 
 
 def cli_reporter(console: Console) -> ProgressReporter:
     """The reporter of ``genbench run`` and ``genbench evaluate`` on ``console``: what
     ``GENBENCH_PROGRESS`` asks for, else a bar when ``console`` is a terminal and lines when not;
     warnings are shown in every case."""
-    return progress_reporter("auto", console, warnings=True) or ProgressReporter()
+    return progress_reporter("auto", console, warnings=True)
 
 
-__all__ = ["LineView", "ProgressReporter", "cli_reporter"]
+__all__ = ["cli_reporter"]

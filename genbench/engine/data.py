@@ -10,7 +10,7 @@ import torch
 from genbench.datasets import Dataset, load_dataset
 from genbench.engine.resolve import validated_options
 from genbench.errors import GenbenchError, PluginError
-from genbench.executors import first_line
+from genbench.errors import first_line
 from genbench.plugins import origin_of, registry
 from genbench.schemas import RunSpec, TrainConfig, content_hash
 from genbench.training import Trainer, trainer_for

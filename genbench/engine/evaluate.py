@@ -31,7 +31,8 @@ from genbench.errors import GenbenchError, NotApplicable, StoreError
 from genbench.measures.base import Estimate, MeasureContext, TrainingLog, options_hash, retrains, with_stand_ins
 from genbench.schemas import MeasureValue, Options, RunResult, RunSpec
 from genbench.seeding import derive_seed
-from genbench.executors import Emit, Pool, Progress, UnitFailure, first_line
+from genbench.errors import first_line
+from genbench.executors import Emit, Pool, Progress, UnitFailure
 from genbench.store import Store, checkpoint_from_bytes
 from genbench.plugins import origin_of, registry
 from genbench.version import __version__

@@ -43,7 +43,6 @@ STEP_INTERVAL = 1.0
 PROGRESS_VARIABLE = "GENBENCH_PROGRESS"
 DISPLAYS = ("bar", "lines", "none")
 
-Stage = Literal["training", "evaluating"]
 EventKind = Literal["start", "progress", "end", "warning"]
 
 

@@ -7,7 +7,7 @@ import importlib.metadata
 from typing import Any
 
 from genbench.errors import first_line  # noqa: F401 - the checks' one-line reason, shared from here
-from genbench.protocols import NAME_PATTERN
+from genbench.protocols import NAME_PATTERN, problems
 from genbench.schemas import Options
 
 
@@ -109,3 +109,12 @@ def check_name_free(kind: str, label: str, component: Any) -> None:
     if origin.distribution in _distributions(type(component)):
         return
     fail(label, f"the name is already registered by {origin}; choose another name")
+
+
+def check_protocol(key: str, label: str, component: Any) -> None:
+    """What the registry checks when a plugin registers ``component`` in registry ``key``
+    (``genbench.protocols.problems``): a component it would refuse fails the kit too, after the
+    kit's own, more specific rules."""
+    found = problems(key, component)
+    if found:
+        fail(label, f"the registry would refuse it: {found[0]}")

@@ -19,6 +19,7 @@ from genbench.testing._common import (
     check_name,
     check_name_free,
     check_options_type,
+    check_protocol,
     fail,
     first_line,
     instance,
@@ -31,7 +32,7 @@ NESTED_LEVELS = (0.25, 0.5, 1.0)
 CHECK_TRAIN_SIZE = 200
 
 
-def check_corruption_metadata(corruption: Any) -> None:
+def _check_corruption_metadata_own_rules(corruption: Any) -> None:
     """Check the metadata of ``corruption`` (an instance or its class): a kebab-case name that
     no other distribution has registered, a one-line description, Options with defaults that
     survive JSON, ``uninformative_at_full`` a bool when given, and an ``apply`` that takes
@@ -58,6 +59,14 @@ def check_corruption_metadata(corruption: Any) -> None:
         signature.bind("dataset", 0.5, 0, "options", test_labels="clean")
     except TypeError:
         fail(label, "apply must take (dataset, level, seed, options, test_labels), test_labels also by keyword")
+
+
+def check_corruption_metadata(corruption: Any) -> None:
+    """The kit's own rules for the metadata of ``corruption`` (above), then the registry's protocol
+    (``genbench.protocols``), so that what passes here also registers."""
+    corruption = instance(corruption)
+    _check_corruption_metadata_own_rules(corruption)
+    check_protocol("corruptions", f"corruption {getattr(corruption, 'name', None)!r}", corruption)
 
 
 def check_dataset_for_corruptions() -> Dataset:

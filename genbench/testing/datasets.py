@@ -22,6 +22,7 @@ from genbench.testing._common import (
     check_name,
     check_name_free,
     check_options_type,
+    check_protocol,
     fail,
     first_line,
     instance,
@@ -29,7 +30,7 @@ from genbench.testing._common import (
 )
 
 
-def check_dataset_metadata(dataset: Any) -> None:
+def _check_dataset_metadata_own_rules(dataset: Any) -> None:
     """Check the metadata of ``dataset`` (a factory instance or its class): a kebab-case name
     that no other distribution has registered, a one-line description, Options with defaults
     that survive JSON, and a ``load`` that takes (options, data_dir), ``data_dir`` also by
@@ -53,6 +54,14 @@ def check_dataset_metadata(dataset: Any) -> None:
         signature.bind("options", data_dir=None)
     except TypeError:
         fail(label, "load must take (options, data_dir), data_dir also by keyword")
+
+
+def check_dataset_metadata(dataset: Any) -> None:
+    """The kit's own rules for the metadata of ``dataset`` (above), then the registry's protocol
+    (``genbench.protocols``), so that what passes here also registers."""
+    dataset = instance(dataset)
+    _check_dataset_metadata_own_rules(dataset)
+    check_protocol("datasets", f"dataset {getattr(dataset, 'name', None)!r}", dataset)
 
 
 def check_dataset(dataset: Any, options: Options | dict | None = None, data_dir: str | Path | None = None) -> None:

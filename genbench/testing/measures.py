@@ -8,9 +8,11 @@ from typing import Any
 from genbench.protocols import REQUIREMENTS
 from genbench.schemas import Options
 from genbench.testing._common import (
+    ConformanceError,
     check_name,
     check_name_free,
     check_options_type,
+    check_protocol,
     fail,
     instance,
     resolve_options,
@@ -28,7 +30,7 @@ def _inherited_docstring_owner(cls: type) -> type | None:
     return next((base for base in cls.__mro__[1:] if base is not object and base.__dict__.get("__doc__")), None)
 
 
-def check_measure_metadata(measure: Any) -> None:
+def _check_measure_metadata_own_rules(measure: Any) -> None:
     """Check the metadata of ``measure`` (an instance or its class): a kebab-case name that no
     other distribution has registered, a kind in KINDS, a non-empty version string,
     ``requires`` within REQUIREMENTS, Options with defaults that survive JSON, a ``compute``
@@ -62,6 +64,14 @@ def check_measure_metadata(measure: Any) -> None:
         fail(label, "needs a docstring that gives its formula and its source")
 
 
+def check_measure_metadata(measure: Any) -> None:
+    """The kit's own rules for the metadata of ``measure`` (above), then the registry's protocol
+    (``genbench.protocols``), so that what passes here also registers."""
+    measure = instance(measure)
+    _check_measure_metadata_own_rules(measure)
+    check_protocol("measures", f"measure {getattr(measure, 'name', None)!r}", measure)
+
+
 def check_measure(
     measure: Any,
     options: Options | dict | None = None,
@@ -90,4 +100,7 @@ def check_measure(
         if not math.isclose(value, again, rel_tol=rtol, abs_tol=1e-12):
             fail(where, f"gave {value} and then {again} on a fresh context; draw randomness from ctx.generator")
         values[run.model.name] = value
+    if set(values) != set(architectures):  # a check run that did not train must not pass unseen
+        missing = sorted(set(architectures) - set(values))
+        raise ConformanceError(f"{label}: the kit's {', '.join(missing)} check run is missing; its training failed")
     return values

@@ -11,7 +11,15 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from genbench.errors import GenbenchError
 from genbench.schemas import Options
-from genbench.testing._common import check_name, check_name_free, default_options, fail, first_line, instance
+from genbench.testing._common import (
+    check_name,
+    check_name_free,
+    check_protocol,
+    default_options,
+    fail,
+    first_line,
+    instance,
+)
 from genbench.training.stacked_forward import stacked_forward, stacked_plan
 
 #: The input shapes (without the batch axis) a model is built for: 8×8 digits, 1 × 40
@@ -37,6 +45,7 @@ def check_model(model: Any, num_classes: int = 10, input_shapes: tuple[tuple[int
     if not isinstance(getattr(model, "vmappable", None), bool):
         fail(label, "must say whether it is vmappable (a bool)")
     options = default_options(label, option_type)
+    check_protocol("models", label, model)
     if getattr(model, "closed_form", False):
         return  # fitted in closed form: built from data by the engine, not by build()
     built = 0

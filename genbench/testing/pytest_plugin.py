@@ -29,7 +29,13 @@ import pytest
 def genbench_check() -> SimpleNamespace:
     """The conformance checks of ``genbench.testing``: ``.measure``, ``.model``,
     ``.corruption``, ``.dataset`` and ``.ConformanceError``."""
-    from genbench.testing import ConformanceError, check_corruption, check_dataset, check_measure, check_model
+    from genbench.testing import (
+        ConformanceError,
+        check_corruption,
+        check_dataset,
+        check_measure,
+        check_model,
+    )
 
     return SimpleNamespace(
         measure=check_measure,

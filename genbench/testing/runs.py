@@ -15,7 +15,14 @@ from types import MappingProxyType
 from typing import Any
 
 from genbench.measures.base import MeasureContext
-from genbench.schemas import ComponentRef, CorruptionSpec, Options, RunResult, RunSpec, TrainConfig
+from genbench.schemas import (
+    ComponentRef,
+    CorruptionSpec,
+    Options,
+    RunResult,
+    RunSpec,
+    TrainConfig,
+)
 from genbench.testing._common import ConformanceError, instance, resolve_options
 from genbench.testing.compute import checked_compute, measure_context
 
