@@ -38,10 +38,11 @@ WAYS = {
 
 
 def genbench_run(store: Path, extra: list[str]) -> float:
-    """Seconds of one ``genbench run`` of the default grid into ``store`` (it must exit 0)."""
+    """Seconds of one ``genbench run`` of the default grid into ``store`` (it must exit 0), with the
+    built-in measures only (``GENBENCH_LOAD_PLUGINS=""``: installed plugins would add theirs)."""
     command = [str(Path(sys.executable).with_name("genbench")), "run", "--store", str(store), "--format", "csv", *extra]
     started = time.perf_counter()
-    finished = subprocess.run(command, capture_output=True, text=True)
+    finished = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "GENBENCH_LOAD_PLUGINS": ""})
     seconds = time.perf_counter() - started
     if finished.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {finished.returncode}:\n{finished.stderr[-2000:]}")

@@ -15,26 +15,25 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
-from genbench.schemas import Options
+from genbench.schemas import MeasureKind, Options
 
 #: What a measure may declare in ``requires``: "init_weights" (``ctx.initial_model``),
 #: "training_log" (``ctx.training_log``), "retrain" (``ctx.retrainer``), "train_data"
 #: (informational: the training data is always in the context).
 REQUIREMENTS = frozenset({"init_weights", "train_data", "training_log", "retrain"})
 #: A measure's kinds: "complexity" (larger predicts a larger gap) or "capability" (in [0, 1]).
-MEASURE_KINDS = ("complexity", "capability")
+MEASURE_KINDS: tuple[str, ...] = get_args(MeasureKind)
 
 
 @dataclass(frozen=True)
 class Method:
-    """A method the engine calls: its name, the parameters it passes (positionally, in this
-    order), and what it expects back (in words)."""
+    """A method the engine calls: its name and the parameters it passes (positionally, in this
+    order); what it returns is in the hookspecs' docstrings."""
 
     name: str
     parameters: tuple[str, ...]
-    returns: str
 
     @property
     def signature(self) -> str:
@@ -58,7 +57,6 @@ class Protocol:
     a component that declares an alternative way of working (a closed-form model, a measure that
     retrains through the evaluate stage), by the attribute that declares it."""
 
-    kind: str
     attributes: tuple[Attribute, ...]
     methods: tuple[Method, ...]
     variants: tuple[tuple[str, tuple[Method, ...]], ...] = ()
@@ -103,22 +101,19 @@ OPTIONS = Attribute("Options", "a subclass of genbench.Options", _options_class)
 
 PROTOCOLS: dict[str, Protocol] = {
     "datasets": Protocol(
-        "dataset",
         (NAME, DESCRIPTION, OPTIONS),
-        (Method("load", ("options", "data_dir"), "a genbench.datasets.Dataset"),),
+        (Method("load", ("options", "data_dir")),),
     ),
     "corruptions": Protocol(
-        "corruption",
         (
             NAME,
             DESCRIPTION,
             OPTIONS,
             Attribute("uninformative_at_full", "a bool", lambda value: isinstance(value, bool), optional=True),
         ),
-        (Method("apply", ("dataset", "level", "seed", "options", "test_labels"), "a genbench.datasets.Dataset"),),
+        (Method("apply", ("dataset", "level", "seed", "options", "test_labels")),),
     ),
     "models": Protocol(
-        "model",
         (
             NAME,
             DESCRIPTION,
@@ -126,20 +121,19 @@ PROTOCOLS: dict[str, Protocol] = {
             Attribute("vmappable", "a bool", lambda value: isinstance(value, bool)),
             Attribute("closed_form", "a bool", lambda value: isinstance(value, bool), optional=True),
         ),
-        (Method("build", ("input_shape", "num_classes", "options"), "a torch.nn.Module"),),
+        (Method("build", ("input_shape", "num_classes", "options")),),
         variants=(
             (
                 "closed_form",
                 (
-                    Method("fit", ("x_train", "y_train", "num_classes", "options", "seed"), "(module, diagnostics)"),
-                    Method("initial", ("fitted",), "a torch.nn.Module"),
-                    Method("from_state", ("state", "input_shape", "num_classes", "options"), "a torch.nn.Module"),
+                    Method("fit", ("x_train", "y_train", "num_classes", "options", "seed")),
+                    Method("initial", ("fitted",)),
+                    Method("from_state", ("state", "input_shape", "num_classes", "options")),
                 ),
             ),
         ),
     ),
     "measures": Protocol(
-        "measure",
         (
             NAME,
             Attribute("kind", f"one of {', '.join(repr(kind) for kind in MEASURE_KINDS)}", lambda value: value in MEASURE_KINDS),
@@ -147,22 +141,21 @@ PROTOCOLS: dict[str, Protocol] = {
             Attribute("requires", f"a set within {{{', '.join(sorted(REQUIREMENTS))}}}", _requirements),
             OPTIONS,
         ),
-        (Method("compute", ("ctx", "options"), "a float or a genbench.Estimate"),),
+        (Method("compute", ("ctx", "options")),),
         variants=(
             (
                 "jobs",
                 (
-                    Method("compute", ("ctx", "options"), "a float or a genbench.Estimate (RetrainingMeasure's)"),
-                    Method("jobs", ("ctx", "options"), "a list of genbench.RetrainJob"),
-                    Method("finish", ("ctx", "options", "networks"), "a float or a genbench.Estimate"),
+                    Method("compute", ("ctx", "options")),
+                    Method("jobs", ("ctx", "options")),
+                    Method("finish", ("ctx", "options", "networks")),
                 ),
             ),
         ),
     ),
     "executors": Protocol(
-        "executor",
         (NAME, DESCRIPTION),
-        (Method("open", ("options",), "a context manager of a genbench.executors.Pool"),),
+        (Method("open", ("options",)),),
     ),
 }
 

@@ -24,7 +24,9 @@ from genbench.testing import (
     ConformanceError,
     TrainedRuns,
     check_corruption,
+    check_corruption_metadata,
     check_dataset,
+    check_dataset_metadata,
     check_measure_metadata,
     check_model,
     write_tiny_data_dir,
@@ -550,6 +552,30 @@ def test_a_name_registered_by_another_distribution_is_refused_for_every_kind():
     assert one_line(raised) == f"model 'mlp': the name is already registered by {GENBENCH}; choose another name"
     Linear.name = "my-linear"
     check_model(Linear())
+
+    class Identity:
+        name = "labels"  # the built-in label corruption's name
+        description = "returns the data as it is"
+        Options = genbench.Options
+
+        def apply(self, dataset, level, seed, options, test_labels="clean"):
+            return dataset
+
+    with pytest.raises(ConformanceError) as raised:
+        check_corruption_metadata(Identity())
+    assert one_line(raised) == f"corruption 'labels': the name is already registered by {GENBENCH}; choose another name"
+
+    class Empty:
+        name = "digits"  # the built-in dataset's name
+        description = "nothing"
+        Options = genbench.Options
+
+        def load(self, options, data_dir):
+            raise NotImplementedError
+
+    with pytest.raises(ConformanceError) as raised:
+        check_dataset_metadata(Empty())
+    assert one_line(raised) == f"dataset 'digits': the name is already registered by {GENBENCH}; choose another name"
 
 
 def test_a_measure_needs_a_docstring_of_its_own():

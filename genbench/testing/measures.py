@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from genbench.protocols import REQUIREMENTS
+from genbench.protocols import MEASURE_KINDS, REQUIREMENTS
 from genbench.schemas import Options
 from genbench.testing._common import (
     ConformanceError,
@@ -20,7 +20,7 @@ from genbench.testing._common import (
 from genbench.testing.compute import checked_compute
 from genbench.testing.runs import CHECK_MODELS, check_runs
 
-KINDS = ("complexity", "capability")
+KINDS = MEASURE_KINDS
 
 
 def _inherited_docstring_owner(cls: type) -> type | None:

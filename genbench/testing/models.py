@@ -10,12 +10,12 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from genbench.errors import GenbenchError
-from genbench.schemas import Options
 from genbench.testing._common import (
     check_name,
+    check_description,
     check_name_free,
+    check_options_type,
     check_protocol,
-    default_options,
     fail,
     first_line,
     instance,
@@ -28,8 +28,8 @@ INPUT_SHAPES = ((1, 8, 8), (1, 40), (3, 28, 28))
 def check_model(model: Any, num_classes: int = 10, input_shapes: tuple[tuple[int, ...], ...] = INPUT_SHAPES) -> None:
     """Check a model factory (an instance, as registered, or its class) against the model
     contract, for ``num_classes`` classes and each of ``input_shapes`` (without the batch axis):
-    a kebab-case name that no other distribution has registered, a description, Options whose
-    options all have defaults, a ``vmappable`` bool; then (unless ``closed_form``) each build
+    a kebab-case name that no other distribution has registered, a one-line description,
+    Options with defaults that survive JSON, a ``vmappable`` bool, the registry's protocol; then (unless ``closed_form``) each build
     gives a module with finite [batch, classes] logits or raises a GenbenchError saying why, and
     a vmappable model trains and predicts under ``vmap`` as its copies do one at a time."""
     model = instance(model)
@@ -37,14 +37,10 @@ def check_model(model: Any, num_classes: int = 10, input_shapes: tuple[tuple[int
     label = f"model {name!r}"
     check_name(label, name, "my-net")
     check_name_free("models", label, model)
-    if not isinstance(getattr(model, "description", None), str) or not model.description:
-        fail(label, "needs a one-line description")
-    option_type = getattr(model, "Options", None)
-    if not (isinstance(option_type, type) and issubclass(option_type, Options)):
-        fail(label, "Options must be a subclass of genbench.Options")
+    check_description(label, model)
+    options = check_options_type(label, model)
     if not isinstance(getattr(model, "vmappable", None), bool):
         fail(label, "must say whether it is vmappable (a bool)")
-    options = default_options(label, option_type)
     check_protocol("models", label, model)
     if getattr(model, "closed_form", False):
         return  # fitted in closed form: built from data by the engine, not by build()
