@@ -10,7 +10,12 @@ editable genbench (run from outside the repository, so that the current folder i
     .venv/bin/python -m pip --python /tmp/oldenv/bin/python install --no-deps --no-build-isolation --no-index /tmp/oldsrc
     cd /tmp && /work/main/.venv/bin/python /work/main/benchmarks/ab_executors_versions.py
 """
-import os, subprocess, sys, tempfile, time, statistics
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+
 ways = {"old": "/tmp/oldenv/bin/genbench", "new": "/work/main/.venv/bin/genbench"}
 times = {k: [] for k in ways}
 for round_ in range(3):
